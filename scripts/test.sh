@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite, on PostgreSQL 15 and 18, from a fresh machine: set-up, formatting and
+# lints, the in-server unit tests (cargo pgrx test), then the client-driven integration tests
+# against real clusters. Usage: scripts/test.sh [15|18 ...]   (default: both)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+PG18_DIR=${SESSION_GC_PG18_DIR:-/opt/session_gc/pg18}
+versions=("$@")
+[ ${#versions[@]} -gt 0 ] || versions=(15 18)
+
+# Backtraces in a server's error details are for debugging, not for tests of error reports.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+(cd tests && cargo fmt --check)
+
+pg_config_for() {
+    case "$1" in
+        15) echo /usr/bin/pg_config ;;
+        18) echo "$PG18_DIR/bin/pg_config" ;;
+        *) echo "unsupported PostgreSQL major: $1" >&2; exit 2 ;;
+    esac
+}
+
+echo "== cargo clippy -D warnings"
+for v in "${versions[@]}"; do
+    cargo clippy --quiet --no-default-features --features "pg$v pg_test" --all-targets -- -D warnings
+done
+(cd tests && cargo clippy --quiet --all-targets -- -D warnings)
+
+for v in "${versions[@]}"; do
+    pg_config=$(pg_config_for "$v")
+    pgdata_root=/tmp/session_gc-pgrx-test-$v
+    mkdir -p "$pgdata_root"
+    chown postgres "$pgdata_root" 2>/dev/null || true
+    echo "== PostgreSQL $v: in-server unit tests"
+    cargo pgrx test "pg$v" --runas postgres --pgdata "$pgdata_root/data"
+    echo "== PostgreSQL $v: installing the extension (without test functions)"
+    cargo pgrx install --pg-config "$pg_config" --no-default-features --features "pg$v" >/dev/null
+    echo "== PostgreSQL $v: integration tests on real clusters"
+    SESSION_GC_PG_BIN=$("$pg_config" --bindir) cargo test --manifest-path tests/Cargo.toml -- --test-threads=4
+done
+echo "== all tests passed on PostgreSQL ${versions[*]}"

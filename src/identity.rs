@@ -1,0 +1,116 @@
+//! Whose identity a piece of work runs under.
+//!
+//! Purges and counts run as the table's owner inside a security-restricted operation, the way
+//! VACUUM and ANALYZE do, so a trigger or a cascade on a session table never runs with the
+//! rights of the superuser (or worker) that asked for the purge. Our own catalog work runs as
+//! the extension's owner, so roles granted `cleanup()` need no rights on our tables.
+//! Both get a fresh GUC nest level with a safe `search_path`, undone on every exit path.
+
+use crate::error::{GcError, GcResult};
+use crate::gucs;
+use crate::policy::TableInfo;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use std::ffi::CString;
+
+/// Restores the previous user, security context and GUC values when dropped,
+/// including while an error unwinds.
+struct IdentityGuard {
+    saved_user: pg_sys::Oid,
+    saved_context: i32,
+    guc_nest_level: i32,
+}
+
+impl IdentityGuard {
+    fn enter(role: pg_sys::Oid, restricted: bool, settings: &[(&str, String)]) -> Self {
+        let mut saved_user = pg_sys::InvalidOid;
+        let mut saved_context = 0;
+        unsafe { pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context) };
+        let mut context = saved_context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32;
+        if restricted {
+            context |= pg_sys::SECURITY_RESTRICTED_OPERATION as i32;
+        }
+        unsafe { pg_sys::SetUserIdAndSecContext(role, context) };
+        let guard = IdentityGuard {
+            saved_user,
+            saved_context,
+            guc_nest_level: unsafe { pg_sys::NewGUCNestLevel() },
+        };
+        set_local("search_path", "pg_catalog, pg_temp");
+        // Cutoffs and keys travel as text between statements: pin the formats.
+        set_local("DateStyle", "ISO, YMD");
+        set_local("IntervalStyle", "postgres");
+        for (name, value) in settings {
+            set_local(name, value);
+        }
+        guard
+    }
+}
+
+impl Drop for IdentityGuard {
+    fn drop(&mut self) {
+        unsafe {
+            pg_sys::AtEOXact_GUC(false, self.guc_nest_level);
+            pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context);
+        }
+    }
+}
+
+fn set_local(name: &str, value: &str) {
+    let (Ok(name), Ok(value)) = (CString::new(name), CString::new(value)) else {
+        return;
+    };
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+    }
+}
+
+/// Runs `work` as the owner of `relid`, security-restricted, with the purge's lock timeout.
+pub fn as_table_owner<R>(owner: pg_sys::Oid, work: impl FnOnce() -> R) -> R {
+    let settings = [("lock_timeout", format!("{}ms", gucs::lock_timeout_ms()))];
+    let _guard = IdentityGuard::enter(owner, true, &settings);
+    work()
+}
+
+/// Runs `work` (our own catalog statements) as the owner of the extension.
+pub fn as_extension_owner<R>(work: impl FnOnce() -> R) -> R {
+    let owner = extension_owner().unwrap_or_else(|| unsafe { pg_sys::GetUserId() });
+    let _guard = IdentityGuard::enter(owner, false, &[]);
+    work()
+}
+
+fn extension_owner() -> Option<pg_sys::Oid> {
+    Spi::get_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'session_gc'",
+    )
+    .ok()
+    .flatten()
+}
+
+/// The role the current call is made by (after SET ROLE, before any switch of ours).
+pub fn current_user() -> pg_sys::Oid {
+    unsafe { pg_sys::GetUserId() }
+}
+
+/// Whether the current user has the privileges of `owner` (is it, a member of it, or superuser).
+pub fn acts_as(owner: pg_sys::Oid) -> bool {
+    unsafe { pg_sys::has_privs_of_role(current_user(), owner) }
+}
+
+/// Refuses with 42501 unless the caller acts as the table's owner.
+pub fn require_owner(table: &TableInfo) -> GcResult<()> {
+    if acts_as(table.owner) {
+        Ok(())
+    } else {
+        Err(GcError::not_owner(&table.display_name))
+    }
+}

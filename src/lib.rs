@@ -1,0 +1,40 @@
+//! session_gc: expire and purge web session rows inside PostgreSQL.
+//!
+//! Where things live: `gucs` (settings), `api` (the SQL functions), `policy` (which rows are
+//! expired), `engine` (how they are removed), `stats`, `history`, `identity` (whose rights a
+//! purge runs with), `txn` (subtransactions), `schema` (tables and privileges), `types`, `error`.
+
+use pgrx::prelude::*;
+
+mod api;
+mod engine;
+mod error;
+mod gucs;
+mod history;
+mod identity;
+mod policy;
+mod schema;
+mod stats;
+mod txn;
+mod types;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
+
+::pgrx::pg_module_magic!(name, version);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

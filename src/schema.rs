@@ -1,0 +1,90 @@
+//! The extension's own tables, views and event trigger: what `CREATE EXTENSION` lays down
+//! besides the functions. Privileges are settled last, once every function exists.
+
+pgrx::extension_sql!(
+    r#"
+-- One row per registered table: which rows are expired (the rules) and how to remove them
+-- (the strategy). Kept by pg_dump as extension configuration.
+CREATE TABLE session_gc.policies (
+    table_name      regclass    PRIMARY KEY,
+    expires_column  name,
+    idle_column     name,
+    idle_timeout    interval,
+    created_column  name,
+    max_age         interval,
+    active_column   name,
+    grace           interval    NOT NULL DEFAULT '0',
+    epoch_unit      text        CHECK (epoch_unit IN ('s', 'ms')),
+    time_zone       text        NOT NULL,
+    batch_size      integer     CHECK (batch_size > 0),
+    enabled         boolean     NOT NULL DEFAULT true,
+    strategy        text        NOT NULL DEFAULT 'delete_rows' CHECK (strategy IN ('delete_rows')),
+    registered_by   name        NOT NULL DEFAULT current_user,
+    registered_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    CHECK ((idle_column IS NULL) = (idle_timeout IS NULL)),
+    CHECK ((created_column IS NULL) = (max_age IS NULL)),
+    CHECK (num_nonnulls(expires_column, idle_column, created_column, active_column) > 0)
+);
+COMMENT ON TABLE session_gc.policies IS 'Expiry policies registered with session_gc.register()';
+SELECT pg_catalog.pg_extension_config_dump('session_gc.policies', '');
+
+-- Running totals per policy: survive history trimming.
+CREATE TABLE session_gc.totals (
+    table_name     regclass    PRIMARY KEY REFERENCES session_gc.policies ON DELETE CASCADE,
+    runs           bigint      NOT NULL DEFAULT 0,
+    deleted_total  bigint      NOT NULL DEFAULT 0,
+    last_run       timestamptz,
+    last_deleted   bigint,
+    last_status    text
+);
+
+-- One row per run and table; trimmed by session_gc.history_retention.
+CREATE TABLE session_gc.history (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    relid        oid         NOT NULL,
+    table_name   text        NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at  timestamptz,
+    trigger      text        NOT NULL CHECK (trigger IN ('manual', 'worker')),
+    status       text        NOT NULL DEFAULT 'running'
+                 CHECK (status IN ('running', 'ok', 'partial', 'error', 'cancelled')),
+    deleted      bigint      NOT NULL DEFAULT 0,
+    expired      bigint      NOT NULL DEFAULT 0,
+    idle         bigint      NOT NULL DEFAULT 0,
+    aged         bigint      NOT NULL DEFAULT 0,
+    inactive     bigint      NOT NULL DEFAULT 0,
+    batches      integer     NOT NULL DEFAULT 0,
+    error        text
+);
+CREATE INDEX history_started_at_idx ON session_gc.history (started_at);
+CREATE INDEX history_relid_idx ON session_gc.history (relid, started_at);
+COMMENT ON TABLE session_gc.history IS 'One row per purge run and table, kept for session_gc.history_retention';
+
+-- A dropped table takes its policy with it.
+CREATE FUNCTION session_gc.forget_dropped_tables() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM session_gc.policies p
+     USING pg_catalog.pg_event_trigger_dropped_objects() d
+     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+       AND d.objsubid = 0
+       AND p.table_name::pg_catalog.oid = d.objid;
+END
+$$;
+CREATE EVENT TRIGGER session_gc_forget_dropped_tables ON sql_drop
+    EXECUTE FUNCTION session_gc.forget_dropped_tables();
+"#,
+    name = "catalog",
+    bootstrap
+);
+
+pgrx::extension_sql!(
+    r#"
+-- Nothing is callable or readable by default; see the README's Security section for grants.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA session_gc FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA session_gc FROM PUBLIC;
+"#,
+    name = "privileges",
+    finalize
+);

@@ -1,0 +1,64 @@
+//! Transaction plumbing: running a unit of work in a subtransaction so that its failure is
+//! rolled back and reported without aborting the caller's transaction.
+
+use crate::error::{GcError, GcResult};
+use pgrx::pg_sys;
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use std::panic::AssertUnwindSafe;
+
+/// Turns an error PostgreSQL (or pgrx) raised into our error type.
+pub fn from_caught(caught: CaughtError) -> GcError {
+    match caught {
+        CaughtError::PostgresError(report)
+        | CaughtError::ErrorReport(report)
+        | CaughtError::RustPanic {
+            ereport: report, ..
+        } => {
+            let mut error = GcError::new(report.sql_error_code(), report.message());
+            if let Some(detail) = report.detail() {
+                error = error.detail(detail);
+            }
+            if let Some(hint) = report.hint() {
+                error = error.hint(hint);
+            }
+            error
+        }
+    }
+}
+
+/// Whether an error means "stop everything" (cancel, shutdown) rather than "this table failed".
+pub fn is_cancel(error: &GcError) -> bool {
+    matches!(
+        error.code,
+        PgSqlErrorCode::ERRCODE_QUERY_CANCELED
+            | PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN
+            | PgSqlErrorCode::ERRCODE_CRASH_SHUTDOWN
+    )
+}
+
+/// Runs `work` in an internal subtransaction: on success its effects stay in the current
+/// transaction; on any error (returned or raised) they are rolled back and the error returned.
+pub fn in_subtransaction<R>(work: impl FnOnce() -> GcResult<R>) -> GcResult<R> {
+    let (old_context, old_owner) =
+        unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    unsafe {
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(old_context);
+    }
+    let outcome = PgTryBuilder::new(AssertUnwindSafe(work))
+        .catch_others(|caught| Err(from_caught(caught)))
+        .execute();
+    unsafe {
+        pg_sys::MemoryContextSwitchTo(old_context);
+        if outcome.is_ok() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(old_context);
+        pg_sys::CurrentResourceOwner = old_owner;
+    }
+    outcome
+}

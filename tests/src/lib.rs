@@ -1,0 +1,296 @@
+//! A harness for client-driven tests: throwaway PostgreSQL clusters run by the unprivileged
+//! `postgres` user, one database per test, and helpers to read errors and notices.
+//!
+//! `SESSION_GC_PG_BIN` names the server's bin directory (default: Debian's PostgreSQL 15).
+//! The extension must already be installed into that server (`cargo pgrx install`).
+
+use postgres::{Client, Config, NoTls};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub fn pg_bin() -> PathBuf {
+    PathBuf::from(std::env::var("SESSION_GC_PG_BIN").unwrap_or_else(|_| DEFAULT_PG_BIN.into()))
+}
+
+/// The user clusters run as: PostgreSQL refuses to run as root.
+const CLUSTER_USER: &str = "postgres";
+
+static CLUSTERS_TO_STOP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn stop_all_clusters() {
+    let dirs = CLUSTERS_TO_STOP
+        .lock()
+        .map(|d| d.clone())
+        .unwrap_or_default();
+    for dir in dirs {
+        let _ = run_as_cluster_user(&[
+            pg_bin().join("pg_ctl").to_str().unwrap_or("pg_ctl"),
+            "stop",
+            "-D",
+            dir.join("data").to_str().unwrap_or(""),
+            "-m",
+            "immediate",
+            "-w",
+        ]);
+    }
+}
+
+fn run_as_cluster_user(args: &[&str]) -> std::io::Result<std::process::Output> {
+    let running_as_root = unsafe { libc::geteuid() } == 0;
+    if running_as_root {
+        Command::new("runuser")
+            .arg("-u")
+            .arg(CLUSTER_USER)
+            .arg("--")
+            .args(args)
+            .output()
+    } else {
+        Command::new(args[0]).args(&args[1..]).output()
+    }
+}
+
+fn must(output: std::io::Result<std::process::Output>, what: &str) {
+    match output {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "{what} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("{what} could not start: {e}"),
+    }
+}
+
+/// A running throwaway cluster. Stopped when the test process exits.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Cluster {
+    /// Creates and starts a cluster with extra `postgresql.conf` lines.
+    pub fn start(name: &str, conf: &[&str]) -> Cluster {
+        let base = std::env::temp_dir().join("session_gc_tests");
+        let dir = base.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create cluster dir");
+        chown_to_cluster_user(&base);
+        chown_to_cluster_user(&dir);
+        let data = dir.join("data");
+        must(
+            run_as_cluster_user(&[
+                pg_bin().join("initdb").to_str().unwrap(),
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                CLUSTER_USER,
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]),
+            "initdb",
+        );
+        let port = free_port();
+        let mut lines = vec![
+            format!("port = {port}"),
+            "listen_addresses = ''".to_string(),
+            format!("unix_socket_directories = '{}'", dir.display()),
+            "fsync = off".into(),
+            "synchronous_commit = off".into(),
+            "full_page_writes = off".into(),
+            "max_connections = 60".into(),
+            "log_min_messages = warning".into(),
+        ];
+        lines.extend(conf.iter().map(|l| l.to_string()));
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
+        text.push('\n');
+        text.push_str(&lines.join("\n"));
+        text.push('\n');
+        std::fs::write(&conf_path, text).expect("write postgresql.conf");
+        let cluster = Cluster {
+            dir: dir.clone(),
+            port,
+        };
+        {
+            let mut dirs = CLUSTERS_TO_STOP.lock().unwrap();
+            if dirs.is_empty() {
+                unsafe { libc::atexit(stop_all_clusters) };
+            }
+            dirs.push(dir);
+        }
+        cluster.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            cluster.log_path().to_str().unwrap(),
+        ]);
+        cluster
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn pg_ctl(&self, args: &[&str]) {
+        let data = self.data_dir();
+        let mut all = vec![
+            pg_bin().join("pg_ctl").to_string_lossy().into_owned(),
+            "-D".into(),
+        ];
+        all.push(data.to_string_lossy().into_owned());
+        all.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = all.iter().map(|s| s.as_str()).collect();
+        must(
+            run_as_cluster_user(&refs),
+            &format!("pg_ctl {}", args.join(" ")),
+        );
+    }
+
+    pub fn config(&self, dbname: &str) -> Config {
+        let mut config = Config::new();
+        config
+            .host_path(&self.dir)
+            .port(self.port)
+            .user(CLUSTER_USER)
+            .dbname(dbname)
+            .application_name("session_gc_tests")
+            .connect_timeout(Duration::from_secs(20));
+        config
+    }
+
+    pub fn connect(&self, dbname: &str) -> Client {
+        self.config(dbname).connect(NoTls).expect("connect")
+    }
+
+    /// Connects and collects every notice and warning the server sends.
+    pub fn connect_with_notices(&self, dbname: &str) -> (Client, Arc<Mutex<Vec<Notice>>>) {
+        let notices = Arc::new(Mutex::new(Vec::new()));
+        let sink = notices.clone();
+        let mut config = self.config(dbname);
+        config.notice_callback(move |n| {
+            if let Ok(mut all) = sink.lock() {
+                all.push(Notice {
+                    severity: n.severity().to_string(),
+                    message: n.message().to_string(),
+                    detail: n.detail().map(str::to_string),
+                    hint: n.hint().map(str::to_string),
+                });
+            }
+        });
+        (config.connect(NoTls).expect("connect"), notices)
+    }
+
+    /// A fresh database with the extension created in it.
+    pub fn fresh_db(&self, name: &str) -> String {
+        let mut admin = self.connect("postgres");
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let mut client = self.connect(name);
+        client.batch_execute("CREATE EXTENSION session_gc").unwrap();
+        name.to_string()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub severity: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+fn chown_to_cluster_user(path: &Path) {
+    if unsafe { libc::geteuid() } == 0 {
+        let _ = Command::new("chown").arg(CLUSTER_USER).arg(path).output();
+    }
+}
+
+fn free_port() -> u16 {
+    let offset = NEXT_PORT.fetch_add(1, Ordering::SeqCst);
+    let base = 20000 + (std::process::id() % 2000) as u16 * 10;
+    for candidate in 0..2000u16 {
+        let port = base.wrapping_add(offset as u16).wrapping_add(candidate * 7) % 30000 + 20000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && !Path::new(&format!("/tmp/.s.PGSQL.{port}")).exists()
+        {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// The cluster shared by the tests of one test binary (each test uses its own database).
+pub fn shared_cluster() -> &'static Cluster {
+    static SHARED: OnceLock<Cluster> = OnceLock::new();
+    SHARED.get_or_init(|| Cluster::start("shared", &[]))
+}
+
+/// A server error's parts, for asserting on SQLSTATE, detail and hint.
+#[derive(Debug)]
+pub struct ServerError {
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+/// Runs `sql`, expecting it to fail; returns the error's parts.
+pub fn expect_error(client: &mut Client, sql: &str) -> ServerError {
+    match client.batch_execute(sql) {
+        Ok(()) => panic!("expected an error from: {sql}"),
+        Err(e) => {
+            let db = e
+                .as_db_error()
+                .unwrap_or_else(|| panic!("not a server error: {e}"));
+            ServerError {
+                code: db.code().code().to_string(),
+                message: db.message().to_string(),
+                detail: db.detail().map(str::to_string),
+                hint: db.hint().map(str::to_string),
+            }
+        }
+    }
+}
+
+/// Polls `condition` until it holds or `deadline` passes; never a fixed sleep.
+pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while Instant::now() < until {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {deadline:?} waiting for: {what}");
+}
+
+/// A one-value query.
+pub fn scalar<T>(client: &mut Client, sql: &str) -> T
+where
+    T: for<'a> postgres::types::FromSql<'a>,
+{
+    client
+        .query_one(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
