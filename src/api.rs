@@ -509,3 +509,114 @@ fn warn_if_unindexed(info: &policy::TableInfo, rule: &policy::Rule) -> GcResult<
     }
     Ok(())
 }
+
+/// Batches of a `CALL session_gc.purge()`: each batch in a subtransaction, committed on its own
+/// when the procedure was called outside a transaction block.
+struct ProcedureTransactions {
+    commit_each_batch: bool,
+}
+
+impl crate::pass::Transactions for ProcedureTransactions {
+    fn run<R>(&mut self, work: impl FnOnce() -> GcResult<R>) -> GcResult<R> {
+        let outcome = txn::in_subtransaction(work);
+        if let Err(error) = &outcome {
+            if txn::is_cancel(error) {
+                error.raise();
+            }
+        }
+        if self.commit_each_batch {
+            unsafe { pg_sys::SPI_commit() };
+        }
+        outcome
+    }
+
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
+
+    fn pause(&mut self) {
+        let delay = gucs::batch_delay();
+        if !delay.is_zero() && self.commit_each_batch {
+            // Only sleep outside a transaction: inside one, locks would be held while waiting.
+            std::thread::sleep(delay);
+        }
+        pgrx::check_for_interrupts!();
+    }
+}
+
+/// Purges like the worker does, by hand: round-robin over the tables (or only `tbl`), each
+/// batch its own transaction when called outside a transaction block (`CALL session_gc.purge();`),
+/// so a large backlog is cleared without one long transaction. Reports a NOTICE per table.
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    sql = r#"
+CREATE PROCEDURE session_gc.purge(tbl regclass DEFAULT NULL, batch_size integer DEFAULT NULL,
+                                  max_runtime interval DEFAULT NULL)
+LANGUAGE c AS 'MODULE_PATHNAME', 'purge_wrapper';
+COMMENT ON PROCEDURE session_gc.purge(regclass, integer, interval) IS
+    'Purge now with one committed transaction per batch (when called outside a transaction block)';
+"#
+)]
+fn purge(
+    tbl: Option<RegClass>,
+    batch_size: Option<i32>,
+    max_runtime: Option<Interval>,
+    fcinfo: pg_sys::FunctionCallInfo,
+) {
+    if let Some(size) = batch_size {
+        check_batch_size(size).or_raise();
+    }
+    let deadline = max_runtime_deadline(max_runtime).or_raise();
+    // The caller's tables only: the one named, or every enabled policy on a table it owns.
+    let tables = targets(tbl).or_raise();
+    let nonatomic = unsafe { called_nonatomic(fcinfo) };
+    if nonatomic {
+        let connected = unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
+        if connected != pg_sys::SPI_OK_CONNECT as i32 {
+            GcError::new(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "could not connect to SPI",
+            )
+            .raise();
+        }
+    }
+    let mut tx = ProcedureTransactions {
+        commit_each_batch: nonatomic,
+    };
+    let options = crate::pass::PassOptions {
+        trigger: Trigger::Manual,
+        tables: Some(tables),
+        batch_size,
+        deadline,
+    };
+    let summary = crate::pass::run(&mut tx, &options);
+    if nonatomic {
+        unsafe { pg_sys::SPI_finish() };
+    }
+    let summary = summary.or_raise();
+    for table in &summary.tables {
+        pgrx::notice!(
+            "session_gc: {}: {} rows deleted in {} batches ({}{})",
+            table.table,
+            table.progress.deleted(),
+            table.progress.batches,
+            table.status.as_str(),
+            table
+                .error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+/// Whether a procedure call may commit: CALL outside a transaction block.
+unsafe fn called_nonatomic(fcinfo: pg_sys::FunctionCallInfo) -> bool {
+    unsafe {
+        let context = (*fcinfo).context;
+        !context.is_null()
+            && (*context).type_ == pg_sys::NodeTag::T_CallContext
+            && !(*(context as *mut pg_sys::CallContext)).atomic
+    }
+}

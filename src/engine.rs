@@ -8,7 +8,7 @@
 
 use crate::error::GcResult;
 use crate::identity;
-use crate::policy::{Policy, Rule, Strategy};
+use crate::policy::{Policy, Rule, RuleKind, Strategy};
 use pgrx::prelude::*;
 use std::time::Instant;
 
@@ -88,58 +88,112 @@ fn batch_statement(table: &str, rule: &Rule) -> String {
     )
 }
 
-/// Runs one table's purge within `budget` with the policy's strategy.
+/// Runs one table's purge within `budget` with the policy's strategy, batch after batch.
 pub fn purge(policy: &Policy, budget: &Budget, scope: &mut impl BatchScope) -> GcResult<Progress> {
-    match policy.strategy {
-        Strategy::DeleteRows => delete_rows(policy, budget, scope),
-    }
-}
-
-/// Row deletes: rule after rule, batch after batch.
-fn delete_rows(
-    policy: &Policy,
-    budget: &Budget,
-    scope: &mut impl BatchScope,
-) -> GcResult<Progress> {
+    let mut cursor = Cursor::new(policy);
     let mut progress = Progress::default();
-    for rule in &policy.rules {
-        let statement = batch_statement(&policy.quoted_table, rule);
-        let mut lowest_key = rule.column_kind.lowest_key().to_string();
-        loop {
-            if budget
-                .deadline
-                .is_some_and(|deadline| Instant::now() >= deadline)
-                || !scope.keep_going()
-            {
-                return Ok(progress);
-            }
-            pgrx::check_for_interrupts!();
-            let (deleted, last_key) = scope.run_batch(|| {
-                identity::as_table_owner(policy.owner, || {
-                    let cutoff = rule.cutoff(&policy.time_zone)?;
-                    let (deleted, last_key) = Spi::get_two_with_args::<i64, String>(
-                        &statement,
-                        &[
-                            cutoff.into(),
-                            lowest_key.as_str().into(),
-                            budget.batch_size.into(),
-                        ],
-                    )?;
-                    Ok((deleted.unwrap_or(0), last_key))
-                })
-            })?;
-            progress.batches += 1;
-            progress.deleted_by_rule[rule.kind.index()] += deleted;
-            if deleted < budget.batch_size {
-                break;
-            }
-            if let Some(key) = last_key {
-                lowest_key = key;
-            }
+    loop {
+        if budget
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+            || !scope.keep_going()
+        {
+            return Ok(progress);
+        }
+        pgrx::check_for_interrupts!();
+        match scope.run_batch(|| cursor.next_batch(policy, budget.batch_size))? {
+            Some(batch) => progress.add(&batch),
+            None => break,
+        }
+        if cursor.is_done() {
+            break;
         }
     }
     progress.finished = true;
     Ok(progress)
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    pub rule: RuleKind,
+    pub deleted: i64,
+}
+
+impl Progress {
+    pub fn add(&mut self, batch: &Batch) {
+        self.batches += 1;
+        self.deleted_by_rule[batch.rule.index()] += batch.deleted;
+    }
+}
+
+/// Where a table's purge stands between batches, so that a run can be spread over many
+/// transactions and interleaved with other tables.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    statements: Vec<String>,
+    rule: usize,
+    lowest_key: String,
+}
+
+impl Cursor {
+    pub fn new(policy: &Policy) -> Self {
+        let statements = match policy.strategy {
+            Strategy::DeleteRows => policy
+                .rules
+                .iter()
+                .map(|rule| batch_statement(&policy.quoted_table, rule))
+                .collect(),
+        };
+        let lowest_key = policy
+            .rules
+            .first()
+            .map(|rule| rule.column_kind.lowest_key().to_string())
+            .unwrap_or_default();
+        Cursor {
+            statements,
+            rule: 0,
+            lowest_key,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.rule >= self.statements.len()
+    }
+
+    /// Deletes the next batch as the table's owner; None when every rule is done.
+    pub fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
+        let (Some(rule), Some(statement)) =
+            (policy.rules.get(self.rule), self.statements.get(self.rule))
+        else {
+            return Ok(None);
+        };
+        let (deleted, last_key) = identity::as_table_owner(policy.owner, || {
+            let cutoff = rule.cutoff(&policy.time_zone)?;
+            let (deleted, last_key) = Spi::get_two_with_args::<i64, String>(
+                statement,
+                &[
+                    cutoff.into(),
+                    self.lowest_key.as_str().into(),
+                    batch_size.into(),
+                ],
+            )?;
+            Ok::<_, crate::error::GcError>((deleted.unwrap_or(0), last_key))
+        })?;
+        if deleted < batch_size {
+            // This rule is done: move to the next one, from its lowest key.
+            self.rule += 1;
+            if let Some(next) = policy.rules.get(self.rule) {
+                self.lowest_key = next.column_kind.lowest_key().to_string();
+            }
+        } else if let Some(key) = last_key {
+            self.lowest_key = key;
+        }
+        Ok(Some(Batch {
+            rule: rule.kind,
+            deleted,
+        }))
+    }
 }
 
 /// Exact count of rows purgeable now, per rule, each row counted once (under the first rule

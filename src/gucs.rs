@@ -2,6 +2,8 @@
 //! Contexts are chosen on purpose; the README's settings table mirrors them.
 
 use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
+use std::time::Duration;
 
 /// Rows per batch when neither the call nor the policy says. 5,000 keeps one batch's
 /// transaction well under a quarter second on small machines while amortising per-batch cost.
@@ -15,7 +17,79 @@ static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 /// table small; pg_cron's never-trimmed job_run_details is what we avoid.
 static HISTORY_RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(14 * 24 * 3600);
 
+/// Whether the background worker purges at all. On by default: preloading the library is
+/// the opt-in.
+static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+/// Seconds between the starts of two passes in a database. A minute keeps the backlog small
+/// (like MongoDB's TTL monitor) while an idle database costs one short process start.
+static INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+
+/// Pause after each batch (ms), to leave I/O and WAL bandwidth to the application.
+static BATCH_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(10);
+
+/// Longest pass (s): a huge backlog is worked off over several passes instead of one endless one.
+static MAX_RUNTIME_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+
+/// Statement timeout of one worker batch (ms). A batch of a few thousand rows takes well under a
+/// second; anything far longer means a plan or lock problem, better abandoned and retried.
+static BATCH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
+
+/// Databases the worker may visit (comma-separated); empty means every connectable database.
+static DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// The role workers connect as; empty means the bootstrap superuser. Purges still run as each
+/// table's owner.
+static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// Log a line for every worker run that deleted rows or failed.
+static LOG_RUNS: GucSetting<bool> = GucSetting::<bool>::new(true);
+
 pub const MAX_BATCH_SIZE: i32 = 1_000_000;
+
+pub fn enabled() -> bool {
+    ENABLED.get()
+}
+
+pub fn interval() -> Duration {
+    Duration::from_secs(INTERVAL_S.get().max(1) as u64)
+}
+
+pub fn batch_delay() -> Duration {
+    Duration::from_millis(BATCH_DELAY_MS.get().max(0) as u64)
+}
+
+pub fn max_runtime() -> Duration {
+    Duration::from_secs(MAX_RUNTIME_S.get().max(1) as u64)
+}
+
+pub fn batch_timeout_ms() -> i32 {
+    BATCH_TIMEOUT_MS.get()
+}
+
+fn list(setting: &GucSetting<Option<CString>>) -> Vec<String> {
+    setting
+        .get()
+        .map(|text| text.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .split(',')
+        .map(|part| part.trim().to_string())
+        .filter(|part| !part.is_empty())
+        .collect()
+}
+
+/// The databases the worker is limited to; empty: no limit.
+pub fn databases() -> Vec<String> {
+    list(&DATABASES)
+}
+
+pub fn role() -> Option<String> {
+    list(&ROLE).into_iter().next()
+}
+
+pub fn log_runs() -> bool {
+    LOG_RUNS.get()
+}
 
 pub fn batch_size() -> i32 {
     BATCH_SIZE.get()
@@ -59,6 +133,78 @@ pub fn init() {
         i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"session_gc.enabled",
+        c"Whether the background worker purges registered tables.",
+        c"Off: the launcher starts no new passes; cleanup() and purge() still work.",
+        &ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"session_gc.interval",
+        c"Time between the starts of two worker passes in a database.",
+        c"Takes effect on reload.",
+        &INTERVAL_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"session_gc.batch_delay",
+        c"Pause after each batch of the worker and of purge().",
+        c"Throttles the purge's I/O and WAL in favour of the application.",
+        &BATCH_DELAY_MS,
+        0,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"session_gc.max_runtime",
+        c"Longest worker pass; what is left waits for the next pass.",
+        c"Tables are visited round-robin, so every table gets its share before the pass ends.",
+        &MAX_RUNTIME_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"session_gc.batch_timeout",
+        c"Statement timeout of one worker batch.",
+        c"A batch that runs longer is cancelled and its table retried on the next pass.",
+        &BATCH_TIMEOUT_MS,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_string_guc(
+        c"session_gc.databases",
+        c"Databases the worker visits (comma-separated); empty: all.",
+        c"Only databases where the extension is installed are purged either way.",
+        &DATABASES,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"session_gc.role",
+        c"Role the workers connect as; empty: the bootstrap superuser.",
+        c"Purges always run as each table's owner.",
+        &ROLE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"session_gc.log_runs",
+        c"Log every worker run that deleted rows or failed.",
+        c"Failures are logged as WARNING whatever this says.",
+        &LOG_RUNS,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     unsafe { pg_sys::MarkGUCPrefixReserved(c"session_gc".as_ptr()) };
 }

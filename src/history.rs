@@ -12,12 +12,14 @@ use pgrx::prelude::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
     Manual,
+    Worker,
 }
 
 impl Trigger {
     fn as_str(self) -> &'static str {
         match self {
             Trigger::Manual => "manual",
+            Trigger::Worker => "worker",
         }
     }
 }
@@ -30,6 +32,8 @@ pub enum RunStatus {
     /// The time budget ran out; expired rows may be left for the next run.
     Partial,
     Error,
+    /// Stopped by shutdown or cancel before it finished.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -38,6 +42,7 @@ impl RunStatus {
             RunStatus::Ok => "ok",
             RunStatus::Partial => "partial",
             RunStatus::Error => "error",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
@@ -54,15 +59,17 @@ impl RunStatus {
 pub fn start(relid: pg_sys::Oid, table_name: &str, trigger: Trigger) -> GcResult<i64> {
     identity::as_extension_owner(|| {
         let id = Spi::get_one_with_args::<i64>(
-            "INSERT INTO session_gc.history (relid, table_name, trigger)
-             VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO session_gc.history (relid, table_name, trigger, pid)
+             VALUES ($1, $2, $3, pg_catalog.pg_backend_pid()) RETURNING id",
             &[relid.into(), table_name.into(), trigger.as_str().into()],
         )?;
         id.ok_or_else(|| GcError::invalid_parameter("history row was not created"))
     })
 }
 
-/// Closes a history row and adds the run to the table's totals.
+/// Closes a history row and adds the run to the table's totals. A worker run that found
+/// nothing to do leaves no history row (only the totals and the pass record move), so an idle
+/// table does not add a row per interval.
 pub fn finish(
     id: i64,
     relid: pg_sys::Oid,
@@ -72,6 +79,11 @@ pub fn finish(
 ) -> GcResult<()> {
     let [expired, idle, aged, inactive] = progress.deleted_by_rule;
     identity::as_extension_owner(|| {
+        Spi::run_with_args(
+            "DELETE FROM session_gc.history
+              WHERE id = $1 AND trigger = 'worker' AND $2 = 'ok' AND $3 = 0",
+            &[id.into(), status.as_str().into(), progress.deleted().into()],
+        )?;
         Spi::run_with_args(
             "UPDATE session_gc.history
                 SET finished_at = clock_timestamp(), status = $2, deleted = $3, expired = $4,
@@ -114,5 +126,49 @@ pub fn trim() -> GcResult<i64> {
             &[gucs::history_retention_s().into()],
         )?;
         Ok(trimmed.unwrap_or(0))
+    })
+}
+
+/// Marks runs left `running` by a process that is gone (a crash, a kill) as failed.
+pub fn fail_orphaned_runs() -> GcResult<i64> {
+    identity::as_extension_owner(|| {
+        let failed = Spi::get_one::<i64>(
+            "WITH gone AS (
+                 UPDATE session_gc.history h
+                    SET status = 'error', finished_at = clock_timestamp(),
+                        error = 'the process running this purge stopped before it finished'
+                  WHERE h.status = 'running'
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = h.pid)
+                 RETURNING 1)
+             SELECT count(*)::int8 FROM gone",
+        )?;
+        Ok(failed.unwrap_or(0))
+    })
+}
+
+/// Remembers the worker's last pass in this database, for `session_gc.worker_status()`.
+pub fn record_pass(took: std::time::Duration, summary: &crate::pass::PassSummary) -> GcResult<()> {
+    let errors = summary
+        .tables
+        .iter()
+        .filter(|t| t.status == RunStatus::Error)
+        .count() as i64;
+    identity::as_extension_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO session_gc.worker_state AS w
+                    (id, last_pass_started, last_pass_finished, last_pass_tables, last_pass_deleted, last_pass_errors, passes)
+             VALUES (true, clock_timestamp() - make_interval(secs => $1), clock_timestamp(), $2, $3, $4, 1)
+             ON CONFLICT (id) DO UPDATE SET
+                 last_pass_started = EXCLUDED.last_pass_started, last_pass_finished = EXCLUDED.last_pass_finished,
+                 last_pass_tables = EXCLUDED.last_pass_tables, last_pass_deleted = EXCLUDED.last_pass_deleted,
+                 last_pass_errors = EXCLUDED.last_pass_errors, passes = w.passes + 1",
+            &[
+                took.as_secs_f64().into(),
+                (summary.tables.len() as i32).into(),
+                summary.deleted().into(),
+                errors.into(),
+            ],
+        )?;
+        Ok(())
     })
 }

@@ -1,7 +1,8 @@
 //! session_gc: expire and purge web session rows inside PostgreSQL.
 //!
 //! Where things live: `gucs` (settings), `api` (the SQL functions), `policy` (which rows are
-//! expired), `engine` (how they are removed), `stats`, `history`, `identity` (whose rights a
+//! expired), `engine` (how they are removed), `pass` (a round-robin pass with committed batches),
+//! `worker` (launcher and per-database workers), `stats`, `history`, `identity` (whose rights a
 //! purge runs with), `txn` (subtransactions), `schema` (tables and privileges), `types`, `error`.
 
 use pgrx::prelude::*;
@@ -12,11 +13,13 @@ mod error;
 mod gucs;
 mod history;
 mod identity;
+mod pass;
 mod policy;
 mod schema;
 mod stats;
 mod txn;
 mod types;
+mod worker;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
@@ -26,6 +29,12 @@ mod tests;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    // The worker exists only when preloaded, and never during pg_upgrade's binary upgrade.
+    let preloading = unsafe { pg_sys::process_shared_preload_libraries_in_progress };
+    let binary_upgrade = unsafe { pg_sys::IsBinaryUpgrade };
+    if preloading && !binary_upgrade {
+        worker::register_launcher();
+    }
 }
 
 /// Required by `cargo pgrx test`.

@@ -55,11 +55,54 @@ CREATE TABLE session_gc.history (
     aged         bigint      NOT NULL DEFAULT 0,
     inactive     bigint      NOT NULL DEFAULT 0,
     batches      integer     NOT NULL DEFAULT 0,
-    error        text
+    error        text,
+    pid          integer
 );
 CREATE INDEX history_started_at_idx ON session_gc.history (started_at);
 CREATE INDEX history_relid_idx ON session_gc.history (relid, started_at);
 COMMENT ON TABLE session_gc.history IS 'One row per purge run and table, kept for session_gc.history_retention';
+
+-- The background worker's last pass in this database (one row).
+CREATE TABLE session_gc.worker_state (
+    id                  boolean     PRIMARY KEY DEFAULT true CHECK (id),
+    last_pass_started   timestamptz,
+    last_pass_finished  timestamptz,
+    last_pass_tables    integer,
+    last_pass_deleted   bigint,
+    last_pass_errors    bigint,
+    passes              bigint      NOT NULL DEFAULT 0
+);
+
+-- What the background worker is doing for this database, and when it comes next.
+CREATE FUNCTION session_gc.worker_status(
+    OUT database name, OUT worker_running boolean, OUT enabled boolean, OUT in_recovery boolean,
+    OUT launcher_pid integer, OUT worker_pid integer, OUT worker_activity text,
+    OUT "interval" interval, OUT last_pass_started timestamptz, OUT last_pass_finished timestamptz,
+    OUT last_pass_tables integer, OUT last_pass_deleted bigint, OUT last_pass_errors bigint,
+    OUT next_pass timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT current_database(),
+           launcher.pid IS NOT NULL,
+           current_setting('session_gc.enabled', true)::boolean,
+           pg_is_in_recovery(),
+           launcher.pid, worker.pid, worker.query,
+           coalesce(current_setting('session_gc.interval', true), '60s')::interval,
+           w.last_pass_started, w.last_pass_finished, w.last_pass_tables, w.last_pass_deleted,
+           w.last_pass_errors,
+           CASE WHEN launcher.pid IS NULL OR pg_is_in_recovery()
+                     OR NOT coalesce(current_setting('session_gc.enabled', true)::boolean, false) THEN NULL
+                WHEN worker.pid IS NOT NULL THEN now()
+                ELSE greatest(now(), coalesce(w.last_pass_started, now())
+                      + coalesce(current_setting('session_gc.interval', true), '60s')::interval)
+           END
+      FROM (SELECT 1) one
+      LEFT JOIN session_gc.worker_state w ON true
+      LEFT JOIN LATERAL (SELECT a.pid FROM pg_stat_activity a
+                          WHERE a.backend_type = 'session_gc launcher' LIMIT 1) launcher ON true
+      LEFT JOIN LATERAL (SELECT a.pid, a.query FROM pg_stat_activity a
+                          WHERE a.backend_type = 'session_gc worker' AND a.datname = current_database()
+                          LIMIT 1) worker ON true
+$$;
 
 -- A dropped table takes its policy with it.
 CREATE FUNCTION session_gc.forget_dropped_tables() RETURNS event_trigger

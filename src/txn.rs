@@ -62,3 +62,59 @@ pub fn in_subtransaction<R>(work: impl FnOnce() -> GcResult<R>) -> GcResult<R> {
     }
     outcome
 }
+
+/// Runs `work` as one top-level transaction of a background worker: committed on success,
+/// aborted on any error, which is returned instead of ending the worker.
+pub fn in_worker_transaction<R>(work: impl FnOnce() -> GcResult<R>) -> GcResult<R> {
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+    }
+    let outcome = PgTryBuilder::new(AssertUnwindSafe(work))
+        .catch_others(|caught| Err(from_caught(caught)))
+        .execute();
+    unsafe {
+        if outcome.is_ok() {
+            pg_sys::PopActiveSnapshot();
+            pg_sys::CommitTransactionCommand();
+        } else {
+            pg_sys::AbortCurrentTransaction();
+        }
+    }
+    outcome
+}
+
+// timeout.h is not in pgrx's bindings. STATEMENT_TIMEOUT is the fourth TimeoutId in every
+// supported major (15 to 18).
+const STATEMENT_TIMEOUT: u32 = 3;
+
+unsafe extern "C-unwind" {
+    fn enable_timeout_after(id: u32, delay_ms: i32);
+    fn disable_timeout(id: u32, keep_indicator: bool);
+}
+
+/// Disarms the statement timer however the batch ends.
+struct StatementTimer;
+
+impl Drop for StatementTimer {
+    fn drop(&mut self) {
+        unsafe {
+            pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+                disable_timeout(STATEMENT_TIMEOUT, false)
+            })
+        };
+    }
+}
+
+/// Runs `work` under a statement timeout. Background workers get no timer from the
+/// client protocol loop, so it is armed here.
+pub fn with_statement_timeout<R>(timeout_ms: i32, work: impl FnOnce() -> R) -> R {
+    unsafe {
+        pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
+            enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms)
+        })
+    };
+    let _timer = StatementTimer;
+    work()
+}

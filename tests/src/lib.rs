@@ -139,6 +139,63 @@ impl Cluster {
         cluster
     }
 
+    /// A streaming replica of `primary`, made by pg_basebackup and started in recovery.
+    pub fn replica_of(primary: &Cluster, name: &str, conf: &[&str]) -> Cluster {
+        let base = std::env::temp_dir().join("session_gc_tests");
+        let dir = base.join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create replica dir");
+        chown_to_cluster_user(&dir);
+        let data = dir.join("data");
+        let port = primary.port.to_string();
+        must(
+            run_as_cluster_user(&[
+                pg_bin().join("pg_basebackup").to_str().unwrap(),
+                "-h",
+                primary.dir.to_str().unwrap(),
+                "-p",
+                &port,
+                "-U",
+                CLUSTER_USER,
+                "-D",
+                data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ]),
+            "pg_basebackup",
+        );
+        let port = free_port();
+        let mut lines = vec![
+            format!("port = {port}"),
+            format!("unix_socket_directories = '{}'", dir.display()),
+        ];
+        lines.extend(conf.iter().map(|l| l.to_string()));
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
+        text.push('\n');
+        text.push_str(&lines.join("\n"));
+        text.push('\n');
+        std::fs::write(&conf_path, text).expect("write postgresql.conf");
+        CLUSTERS_TO_STOP.lock().unwrap().push(dir.clone());
+        let replica = Cluster { dir, port };
+        replica.pg_ctl(&[
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            replica.log_path().to_str().unwrap(),
+        ]);
+        replica
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("server.log")
     }

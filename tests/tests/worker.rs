@@ -1,0 +1,463 @@
+//! The background worker on real clusters with the library preloaded: purging on its interval,
+//! reload, several databases, shutdown and crashes, tables changing under it, locks, standbys,
+//! and the manual procedure with per-batch commits. Every wait polls a condition with a deadline.
+
+use postgres::Client;
+use session_gc_integration::{expect_error, scalar, wait_until, Cluster};
+use std::time::{Duration, Instant};
+
+const PRELOAD: &str = "shared_preload_libraries = 'session_gc'";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn count(client: &mut Client, from_where: &str) -> i64 {
+    scalar(client, &format!("SELECT count(*) FROM {from_where}"))
+}
+
+fn sessions_table(client: &mut Client, table: &str, expired: i64, live: i64) {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {table} (id bigserial PRIMARY KEY, expires timestamptz NOT NULL, data text DEFAULT repeat('x', 100));
+             CREATE INDEX ON {table} (expires);
+             INSERT INTO {table} (expires) SELECT now() - interval '1 minute' - g * interval '1 millisecond' FROM generate_series(1, {expired}) g;
+             INSERT INTO {table} (expires) SELECT now() + interval '1 hour' FROM generate_series(1, {live});
+             SELECT session_gc.register('{table}', expires_column => 'expires');"
+        ))
+        .unwrap();
+}
+
+fn reload(client: &mut Client, settings: &[(&str, &str)]) {
+    for (name, value) in settings {
+        client
+            .batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+            .unwrap();
+    }
+    client.batch_execute("SELECT pg_reload_conf()").unwrap();
+}
+
+fn worker_pid(client: &mut Client) -> Option<i32> {
+    client
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'session_gc worker' AND datname = current_database()",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[test]
+fn purges_on_its_interval_and_a_reload_changes_the_interval() {
+    // An hour between passes: after the first round nothing would happen for a long time.
+    let cluster = Cluster::start("w_interval", &[PRELOAD, "session_gc.interval = '1h'"]);
+    let mut admin = cluster.connect("postgres");
+    wait_until("the launcher runs", DEADLINE, || {
+        count(
+            &mut admin,
+            "pg_stat_activity WHERE backend_type = 'session_gc launcher'",
+        ) == 1
+    });
+    let db = cluster.fresh_db("w_interval");
+    let mut c = cluster.connect(&db);
+    sessions_table(&mut c, "sessions", 3000, 100);
+    let status = c
+        .query_one(
+            "SELECT worker_running, enabled, interval::text FROM session_gc.worker_status()",
+            &[],
+        )
+        .unwrap();
+    assert!(status.get::<_, bool>(0) && status.get::<_, bool>(1));
+    assert_eq!(status.get::<_, String>(2), "01:00:00");
+    // A reload to one second is picked up at once: the new database is visited within it.
+    reload(&mut admin, &[("session_gc.interval", "1s")]);
+    wait_until("the worker purges the expired sessions", DEADLINE, || {
+        count(&mut c, "sessions") == 100
+    });
+    let row = c
+        .query_one(
+            "SELECT trigger, status, deleted FROM session_gc.history ORDER BY id LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("worker".into(), "ok".into())
+    );
+    assert_eq!(row.get::<_, i64>(2), 3000);
+    // Rows that expire later are purged by later passes, with no call from anyone.
+    c.batch_execute("INSERT INTO sessions (expires) SELECT now() + interval '2 seconds' FROM generate_series(1, 50)")
+        .unwrap();
+    wait_until("later expiries are purged too", DEADLINE, || {
+        count(&mut c, "sessions") == 100
+    });
+    let status = c
+        .query_one("SELECT last_pass_finished IS NOT NULL, next_pass >= now() - interval '1 second' FROM session_gc.worker_status()", &[])
+        .unwrap();
+    assert!(status.get::<_, bool>(0) && status.get::<_, bool>(1));
+    // Disabled on reload: no more passes (the state stops moving), enabled again: purging resumes.
+    reload(&mut admin, &[("session_gc.enabled", "off")]);
+    wait_until("the setting is seen", DEADLINE, || {
+        !scalar::<bool>(&mut c, "SELECT enabled FROM session_gc.worker_status()")
+    });
+    assert!(!cluster.log().contains("PANIC"));
+}
+
+#[test]
+fn databases_are_purged_independently_and_the_filter_applies_on_reload() {
+    let cluster = Cluster::start(
+        "w_databases",
+        &[
+            PRELOAD,
+            "session_gc.interval = 1",
+            "session_gc.databases = 'w_db_a'",
+        ],
+    );
+    let a = cluster.fresh_db("w_db_a");
+    let b = cluster.fresh_db("w_db_b");
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE DATABASE w_db_plain").unwrap();
+    let mut ca = cluster.connect(&a);
+    let mut cb = cluster.connect(&b);
+    sessions_table(&mut ca, "sessions_a", 500, 5);
+    sessions_table(&mut cb, "sessions_b", 700, 7);
+    wait_until("database a is purged", DEADLINE, || {
+        count(&mut ca, "sessions_a") == 5
+    });
+    // Two more passes in a, and b (not in session_gc.databases) is still untouched.
+    let passes: i64 = scalar(
+        &mut ca,
+        "SELECT coalesce(max(passes), 0) FROM session_gc.worker_state",
+    );
+    wait_until("two more passes in a", DEADLINE, || {
+        scalar::<i64>(
+            &mut ca,
+            "SELECT coalesce(max(passes), 0) FROM session_gc.worker_state",
+        ) >= passes + 2
+    });
+    assert_eq!(count(&mut cb, "sessions_b"), 707);
+    reload(&mut admin, &[("session_gc.databases", "")]);
+    wait_until("database b is purged after the reload", DEADLINE, || {
+        count(&mut cb, "sessions_b") == 7
+    });
+    // A database without the extension is visited without complaint.
+    assert!(!cluster.log().contains("w_db_plain"), "{}", cluster.log());
+    // DROP EXTENSION stops the purging of that database cleanly; DROP DATABASE is not blocked.
+    ca.batch_execute("DROP EXTENSION session_gc").unwrap();
+    drop(ca);
+    wait_until("database a can be dropped", DEADLINE, || {
+        admin.batch_execute("DROP DATABASE w_db_a").is_ok()
+    });
+    assert!(!cluster.log().contains("ERROR"), "{}", cluster.log());
+}
+
+#[test]
+fn sigterm_stops_a_worker_mid_pass_promptly() {
+    let cluster = Cluster::start(
+        "w_sigterm",
+        &[
+            PRELOAD,
+            "session_gc.interval = '1h'",
+            "session_gc.batch_size = 500",
+            "session_gc.batch_delay = '50ms'",
+        ],
+    );
+    let db = cluster.fresh_db("w_sigterm");
+    let mut c = cluster.connect(&db);
+    sessions_table(&mut c, "sessions", 200_000, 10);
+    let mut admin = cluster.connect("postgres");
+    reload(&mut admin, &[("session_gc.interval", "1s")]);
+    wait_until("the worker is purging", DEADLINE, || {
+        count(&mut c, "pg_stat_activity WHERE backend_type = 'session_gc worker' AND query LIKE 'session_gc: purging%'") == 1
+    });
+    let pid = worker_pid(&mut c).expect("a running worker");
+    // Keep the launcher from starting the next pass while we look.
+    reload(&mut admin, &[("session_gc.enabled", "off")]);
+    let asked = Instant::now();
+    assert!(scalar::<bool>(
+        &mut c,
+        &format!("SELECT pg_terminate_backend({pid})")
+    ));
+    wait_until("the worker exits", Duration::from_secs(10), || {
+        count(&mut c, &format!("pg_stat_activity WHERE pid = {pid}")) == 0
+    });
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the worker took {took:?} to stop"
+    );
+    wait_until("the run is recorded as cancelled", DEADLINE, || {
+        count(&mut c, "session_gc.history WHERE status = 'cancelled'") == 1
+    });
+    assert!(
+        count(&mut c, "sessions") > 10,
+        "the backlog was not finished in one go"
+    );
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_its_unfinished_run_marked_failed() {
+    let cluster = Cluster::start(
+        "w_sigkill",
+        &[
+            PRELOAD,
+            "session_gc.interval = '1h'",
+            "session_gc.batch_size = 500",
+            "session_gc.batch_delay = '50ms'",
+        ],
+    );
+    let db = cluster.fresh_db("w_sigkill");
+    let mut c = cluster.connect(&db);
+    sessions_table(&mut c, "sessions", 100_000, 10);
+    let mut admin = cluster.connect("postgres");
+    reload(&mut admin, &[("session_gc.interval", "1s")]);
+    wait_until("the worker is purging", DEADLINE, || {
+        count(&mut c, "session_gc.history WHERE status = 'running'") == 1
+            && worker_pid(&mut c).is_some()
+    });
+    let pid = worker_pid(&mut c).expect("a running worker");
+    let killed = std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(c);
+    drop(admin);
+    // The postmaster restarts after the crash, the launcher comes back, and the next worker
+    // marks the orphaned run as failed and finishes the job. Each poll connects afresh: a
+    // connection made just before the crash-restart would be cut.
+    let fresh_count = |sql: &str| -> Option<i64> {
+        let mut client = cluster.config(&db).connect(postgres::NoTls).ok()?;
+        client.query_one(sql, &[]).ok().map(|r| r.get::<_, i64>(0))
+    };
+    wait_until("the backlog is purged by a new worker", DEADLINE, || {
+        fresh_count("SELECT count(*) FROM sessions") == Some(10)
+    });
+    let mut c = cluster.connect(&db);
+    assert_eq!(
+        count(&mut c, "session_gc.history WHERE status = 'error' AND error LIKE '%stopped before it finished%'"),
+        1
+    );
+    wait_until("the new run is closed", DEADLINE, || {
+        count(&mut c, "session_gc.history WHERE status = 'running'") == 0
+    });
+}
+
+#[test]
+fn tables_dropped_or_altered_under_the_worker_fail_alone() {
+    let cluster = Cluster::start(
+        "w_altered",
+        &[
+            PRELOAD,
+            "session_gc.interval = '1h'",
+            "session_gc.batch_size = 500",
+            "session_gc.batch_delay = '20ms'",
+        ],
+    );
+    let db = cluster.fresh_db("w_altered");
+    let mut c = cluster.connect(&db);
+    sessions_table(&mut c, "big", 60_000, 10);
+    sessions_table(&mut c, "small", 2_000, 10);
+    sessions_table(&mut c, "doomed", 50_000, 10);
+    sessions_table(&mut c, "altered_between", 100, 10);
+    // Between passes: the rule's column is gone before the worker arrives.
+    c.batch_execute("ALTER TABLE altered_between DROP COLUMN expires")
+        .unwrap();
+    let mut admin = cluster.connect("postgres");
+    reload(&mut admin, &[("session_gc.interval", "1s")]);
+    wait_until("the worker is purging big", DEADLINE, || {
+        count(
+            &mut c,
+            "pg_stat_activity WHERE backend_type = 'session_gc worker' AND query LIKE '%big%'",
+        ) == 1
+    });
+    // Mid-pass: one table retyped, another dropped.
+    c.batch_execute("ALTER TABLE big ALTER COLUMN expires TYPE text USING expires::text")
+        .unwrap();
+    c.batch_execute("DROP TABLE doomed").unwrap();
+    wait_until("small is purged all the same", DEADLINE, || {
+        count(&mut c, "small") == 10
+    });
+    let recorded = |c: &mut Client| {
+        count(c, "session_gc.history WHERE status = 'error' AND table_name IN ('big', 'altered_between')") >= 2
+    };
+    let until = Instant::now() + DEADLINE;
+    while !recorded(&mut c) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !recorded(&mut c) {
+        let rows = c
+            .query(
+                "SELECT table_name, status, deleted, coalesce(error, '') FROM session_gc.history",
+                &[],
+            )
+            .unwrap();
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {}",
+                    r.get::<_, String>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i64>(2),
+                    r.get::<_, String>(3)
+                )
+            })
+            .collect();
+        panic!("failures not recorded: {rows:#?}\n{}", cluster.log());
+    }
+    let log = cluster.log();
+    assert!(log.contains("WARNING") && log.contains("big"), "{log}");
+    // The worker lives on: later passes keep running.
+    let passes: i64 = scalar(
+        &mut c,
+        "SELECT coalesce(max(passes), 0) FROM session_gc.worker_state",
+    );
+    wait_until("later passes run", DEADLINE, || {
+        scalar::<i64>(
+            &mut c,
+            "SELECT coalesce(max(passes), 0) FROM session_gc.worker_state",
+        ) > passes
+    });
+    assert!(
+        !log.contains("PANIC") && !log.contains("terminated by signal"),
+        "{log}"
+    );
+}
+
+#[test]
+fn rows_and_tables_held_by_the_application_are_skipped_not_waited_for() {
+    let cluster = Cluster::start(
+        "w_locks",
+        &[
+            PRELOAD,
+            "session_gc.interval = '1h'",
+            "session_gc.lock_timeout = '200ms'",
+        ],
+    );
+    let db = cluster.fresh_db("w_locks");
+    let mut c = cluster.connect(&db);
+    sessions_table(&mut c, "rows_held", 100, 0);
+    sessions_table(&mut c, "table_held", 100, 0);
+    let mut app = cluster.connect(&db);
+    let mut txn = app.transaction().unwrap();
+    txn.batch_execute(
+        "SELECT 1 FROM rows_held WHERE id <= 3 FOR UPDATE;
+         LOCK TABLE table_held IN ACCESS EXCLUSIVE MODE;",
+    )
+    .unwrap();
+    let mut admin = cluster.connect("postgres");
+    reload(&mut admin, &[("session_gc.interval", "1s")]);
+    wait_until("the unlocked rows are purged", DEADLINE, || {
+        count(&mut c, "rows_held") == 3
+    });
+    wait_until(
+        "the locked table's run failed on its lock timeout",
+        DEADLINE,
+        || {
+            count(&mut c, "session_gc.history WHERE table_name = 'table_held' AND status = 'error' AND error LIKE '%lock%'") >= 1
+        },
+    );
+    txn.rollback().unwrap();
+    wait_until("both are purged once the locks are gone", DEADLINE, || {
+        count(&mut c, "rows_held") == 0 && count(&mut c, "table_held") == 0
+    });
+}
+
+#[test]
+fn a_standby_stays_idle_and_purges_after_promotion() {
+    let primary = Cluster::start(
+        "w_primary",
+        &[
+            PRELOAD,
+            "session_gc.interval = 1",
+            "session_gc.enabled = off",
+        ],
+    );
+    let db = primary.fresh_db("w_standby");
+    let mut p = primary.connect(&db);
+    sessions_table(&mut p, "sessions", 1000, 10);
+    let replica = Cluster::replica_of(&primary, "w_replica", &["session_gc.enabled = on"]);
+    let mut r = replica.connect(&db);
+    assert!(scalar::<bool>(&mut r, "SELECT pg_is_in_recovery()"));
+    wait_until("the replica has the sessions", DEADLINE, || {
+        r.query_one("SELECT count(*) FROM sessions", &[])
+            .map(|row| row.get::<_, i64>(0) == 1010)
+            .unwrap_or(false)
+    });
+    // Replay goes on; nothing of session_gc runs on the standby, and nothing complains.
+    p.batch_execute("CREATE TABLE marker (x int)").unwrap();
+    wait_until("replay continues", DEADLINE, || {
+        r.query_one("SELECT to_regclass('marker') IS NOT NULL", &[])
+            .map(|row| row.get::<_, bool>(0))
+            .unwrap_or(false)
+    });
+    assert_eq!(
+        count(
+            &mut r,
+            "pg_stat_activity WHERE backend_type LIKE 'session_gc%'"
+        ),
+        0
+    );
+    assert!(!scalar::<bool>(
+        &mut r,
+        "SELECT worker_running FROM session_gc.worker_status()"
+    ));
+    assert!(!replica.log().contains("ERROR"), "{}", replica.log());
+    // Failover: the promoted replica starts purging by itself, without a restart.
+    primary.pg_ctl(&["stop", "-m", "fast", "-w"]);
+    replica.pg_ctl(&["promote", "-w"]);
+    wait_until("the promoted server purges", DEADLINE, || {
+        count(&mut r, "sessions") == 10
+    });
+    assert_eq!(
+        count(
+            &mut r,
+            "session_gc.history WHERE trigger = 'worker' AND status = 'ok'"
+        ),
+        1
+    );
+    assert!(!replica.log().contains("ERROR"), "{}", replica.log());
+}
+
+#[test]
+fn the_purge_procedure_commits_each_batch_outside_a_transaction_block() {
+    let cluster = Cluster::start("w_procedure", &[]);
+    let db = cluster.fresh_db("w_procedure");
+    let mut c = cluster.connect(&db);
+    sessions_table(&mut c, "sessions", 2500, 10);
+    c.batch_execute(
+        "CREATE TABLE deleted_in (xid xid8);
+         CREATE FUNCTION note_xid() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO public.deleted_in VALUES (pg_catalog.pg_current_xact_id()); RETURN OLD; END $$;
+         CREATE TRIGGER note_xid BEFORE DELETE ON sessions FOR EACH ROW EXECUTE FUNCTION note_xid();",
+    )
+    .unwrap();
+    c.batch_execute("CALL session_gc.purge(batch_size => 1000)")
+        .unwrap();
+    assert_eq!(count(&mut c, "sessions"), 10);
+    assert_eq!(
+        count(&mut c, "(SELECT DISTINCT xid FROM deleted_in) x"),
+        3,
+        "one transaction per batch"
+    );
+    // Inside a transaction block it cannot commit: one transaction, same result.
+    c.batch_execute(
+        "TRUNCATE deleted_in;
+         INSERT INTO sessions (expires) SELECT now() - interval '1 hour' FROM generate_series(1, 2500);",
+    )
+    .unwrap();
+    c.batch_execute("BEGIN; CALL session_gc.purge('sessions', batch_size => 1000); COMMIT;")
+        .unwrap();
+    assert_eq!(count(&mut c, "sessions"), 10);
+    assert_eq!(count(&mut c, "(SELECT DISTINCT xid FROM deleted_in) x"), 1);
+    assert_eq!(
+        count(
+            &mut c,
+            "session_gc.history WHERE trigger = 'manual' AND status = 'ok' AND deleted = 2500"
+        ),
+        2
+    );
+    assert_eq!(
+        expect_error(&mut c, "CALL session_gc.purge(batch_size => 0)").code,
+        "22023"
+    );
+}
