@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The demo: a throwaway PostgreSQL 15 cluster with session_gc, 100,000 sample sessions,
-# stats() before, cleanup(), stats() and history after. Leaves nothing running.
+# The demo: a throwaway PostgreSQL 15 cluster with session_gc preloaded, 100,000 sample
+# sessions, stats() before, cleanup(), stats() after; then more sessions expire, the background
+# worker is switched on with a reload and purges them; worker status, stats and history after.
+# Leaves nothing running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,9 +24,30 @@ trap cleanup_cluster EXIT
 
 echo "== starting a throwaway cluster in $dir (port $port)"
 as_pg "$bin/initdb" -D "$dir/data" -A trust -U postgres --no-sync >/dev/null
+cat >>"$dir/data/postgresql.conf" <<CONF
+shared_preload_libraries = 'session_gc'
+session_gc.enabled = off        # switched on later in the demo, with a reload
+session_gc.interval = 2s
+CONF
 as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
     -o "-p $port -k $dir -c listen_addresses=''" start >/dev/null
 
-psql -X -q -h "$dir" -p "$port" -U postgres -d postgres -f demo/sessions.sql
+run_sql() { psql -X -q -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
+run_sql -f demo/sessions.sql
+run_sql -f demo/worker-before.sql
+echo "   waiting for the worker (polling session_gc.history, 60 s at most)..."
+deadline=$((SECONDS + 60))
+until [ "$(run_sql -At -c "SELECT count(*) FROM session_gc.history WHERE trigger = 'worker' AND status <> 'running'")" -gt 0 ]; do
+    if [ $SECONDS -ge $deadline ]; then
+        echo "the worker did not run within 60 s; server log:" >&2
+        cat "$dir/server.log" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+echo
+echo "== the server log says"
+grep "session_gc" "$dir/server.log" | sed 's/^/   /'
+run_sql -f demo/worker-after.sql
 echo
 echo "== demo finished; the cluster is removed"

@@ -38,6 +38,7 @@ extern "C" fn stop_all_clusters() {
             "immediate",
             "-w",
         ]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

@@ -198,6 +198,8 @@ fn a_killed_worker_is_replaced_and_its_unfinished_run_marked_failed() {
         "w_sigkill",
         &[
             PRELOAD,
+            // Commits must survive the crash for the orphaned run to be there afterwards.
+            "synchronous_commit = on",
             "session_gc.interval = '1h'",
             "session_gc.batch_size = 500",
             "session_gc.batch_delay = '50ms'",
@@ -232,10 +234,27 @@ fn a_killed_worker_is_replaced_and_its_unfinished_run_marked_failed() {
         fresh_count("SELECT count(*) FROM sessions") == Some(10)
     });
     let mut c = cluster.connect(&db);
-    assert_eq!(
-        count(&mut c, "session_gc.history WHERE status = 'error' AND error LIKE '%stopped before it finished%'"),
-        1
+    let failed = count(
+        &mut c,
+        "session_gc.history WHERE status = 'error' AND error LIKE '%stopped before it finished%'",
     );
+    if failed != 1 {
+        let rows = c.query("SELECT id, status, deleted, coalesce(error, ''), pid FROM session_gc.history ORDER BY id", &[]).unwrap();
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {} {:?}",
+                    r.get::<_, i64>(0),
+                    r.get::<_, String>(1),
+                    r.get::<_, i64>(2),
+                    r.get::<_, String>(3),
+                    r.get::<_, Option<i32>>(4)
+                )
+            })
+            .collect();
+        panic!("killed pid {pid}; history: {rows:#?}\n{}", cluster.log());
+    }
     wait_until("the new run is closed", DEADLINE, || {
         count(&mut c, "session_gc.history WHERE status = 'running'") == 0
     });
