@@ -1,15 +1,19 @@
 //! The purge engine: how expired rows are removed.
 //!
-//! Rules come from the policy; this module only walks them in batches. Each batch of a
-//! time rule takes the next `limit` expired rows in the column's index order, starting at the
-//! last key of the previous batch (so no batch rescans what earlier batches left dead), locks
-//! them with `FOR UPDATE SKIP LOCKED` (rows the application holds are left for the next run),
-//! and deletes them with the rule checked again by the DELETE itself.
+//! Rules come from the policy; this module only walks them in batches, in the rule column's
+//! index order, each batch starting after the last key of the previous one (so no batch
+//! rescans the index entries earlier batches left dead). A batch first tries the fast path: a
+//! plain DELETE of the key range holding the next `batch size` expired rows, under a very short
+//! lock timeout. When it meets a row the application holds, it is rolled back and redone with
+//! `FOR UPDATE SKIP LOCKED`: held rows are left for the next run. Either way the DELETE itself
+//! checks the rule again, so a session extended a moment ago is never deleted.
 
-use crate::error::GcResult;
+use crate::error::{GcError, GcResult};
 use crate::identity;
 use crate::policy::{Policy, Rule, RuleKind, Strategy};
+use crate::txn;
 use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
 use std::time::Instant;
 
 /// Limits of one run over one table.
@@ -55,16 +59,74 @@ impl BatchScope for CallerTransaction {
     }
 }
 
-/// The statement that deletes one batch under one rule.
-/// Parameters: `$1` cutoff, `$2` lowest key of this batch, `$3` batch size.
-/// Returns the number of rows deleted and the largest key among them.
-fn batch_statement(table: &str, rule: &Rule) -> String {
+/// How long the key-range fast path may wait for a row lock before the batch is redone with
+/// `SKIP LOCKED`. Short, because rows the batch already deleted stay locked while it waits.
+const FAST_PATH_LOCK_TIMEOUT_MS: i32 = 50;
+
+/// The batch statements of one rule.
+///
+/// Parameters of every statement: `$1` cutoff, `$2` the key the batch starts after (or at, for
+/// the `_from` variants), `$3` batch size. Each returns the rows deleted, the key to start the
+/// next batch from, and whether rows may be left.
+#[derive(Debug, Clone)]
+struct RuleStatements {
+    /// Key-range delete: probe the key `batch size` rows on, delete everything expired up to
+    /// it in one plain DELETE. As fast as a single DELETE, per batch. Waits for locks.
+    range_after: Option<String>,
+    range_from: Option<String>,
+    /// Lock-skipping delete: select the next rows in key order `FOR UPDATE SKIP LOCKED` and
+    /// delete those. Never waits for an application's row locks; slower.
+    skip_after: String,
+    skip_from: String,
+}
+
+impl RuleStatements {
+    fn new(table: &str, rule: &Rule) -> Self {
+        if !rule.is_ordered() {
+            let skip = skip_locked_statement(table, rule, "");
+            return RuleStatements {
+                range_after: None,
+                range_from: None,
+                skip_after: skip.clone(),
+                skip_from: skip,
+            };
+        }
+        RuleStatements {
+            range_after: Some(key_range_statement(table, rule, ">")),
+            range_from: Some(key_range_statement(table, rule, ">=")),
+            skip_after: skip_locked_statement(table, rule, ">"),
+            skip_from: skip_locked_statement(table, rule, ">="),
+        }
+    }
+}
+
+fn key_range_statement(table: &str, rule: &Rule, start: &str) -> String {
     let column = rule.quoted_column();
-    let expired = |alias: &str| rule.predicate(alias, 1);
+    let ty = rule.column_kind.key_type();
+    // The DELETE's own WHERE re-checks the rule on each row it deletes, after any wait.
+    format!(
+        "WITH bound AS MATERIALIZED (
+             SELECT s.{column} AS upper FROM {table} s
+              WHERE s.{column} {start} $2::{ty} AND {expired_s}
+              ORDER BY s.{column} OFFSET $3 - 1 LIMIT 1),
+         gone AS (
+             DELETE FROM {table} t
+              WHERE t.{column} {start} $2::{ty} AND {expired_t}
+                AND t.{column} <= coalesce((SELECT upper FROM bound), $1::{ty})
+              RETURNING 1)
+         SELECT (SELECT count(*) FROM gone)::int8, (SELECT upper::text FROM bound),
+                EXISTS (SELECT 1 FROM bound)",
+        expired_s = rule.predicate("s", 1),
+        expired_t = rule.predicate("t", 1),
+    )
+}
+
+fn skip_locked_statement(table: &str, rule: &Rule, start: &str) -> String {
+    let column = rule.quoted_column();
     let (walk, last_key) = if rule.is_ordered() {
         (
             format!(
-                "AND s.{column} >= $2::{ty} ORDER BY s.{column}",
+                "AND s.{column} {start} $2::{ty} ORDER BY s.{column}",
                 ty = rule.column_kind.key_type()
             ),
             "max(key)::text",
@@ -82,9 +144,9 @@ fn batch_statement(table: &str, rule: &Rule) -> String {
              DELETE FROM {table} t USING batch b
               WHERE t.tableoid = b.rel AND t.ctid = b.tid AND {rechecked}
               RETURNING t.{column} AS key)
-         SELECT count(*)::int8, {last_key} FROM gone",
-        selected = expired("s"),
-        rechecked = expired("t"),
+         SELECT count(*)::int8, {last_key}, count(*) >= $3 FROM gone",
+        selected = rule.predicate("s", 1),
+        rechecked = rule.predicate("t", 1),
     )
 }
 
@@ -131,9 +193,12 @@ impl Progress {
 /// transactions and interleaved with other tables.
 #[derive(Debug, Clone)]
 pub struct Cursor {
-    statements: Vec<String>,
+    statements: Vec<RuleStatements>,
     rule: usize,
-    lowest_key: String,
+    /// The key the next batch starts from; None: the rule's first batch (no lower bound).
+    start_key: Option<String>,
+    /// Whether rows at `start_key` itself may still be expired (after a lock-skipping batch).
+    start_inclusive: bool,
 }
 
 impl Cursor {
@@ -142,18 +207,14 @@ impl Cursor {
             Strategy::DeleteRows => policy
                 .rules
                 .iter()
-                .map(|rule| batch_statement(&policy.quoted_table, rule))
+                .map(|rule| RuleStatements::new(&policy.quoted_table, rule))
                 .collect(),
         };
-        let lowest_key = policy
-            .rules
-            .first()
-            .map(|rule| rule.column_kind.lowest_key().to_string())
-            .unwrap_or_default();
         Cursor {
             statements,
             rule: 0,
-            lowest_key,
+            start_key: None,
+            start_inclusive: true,
         }
     }
 
@@ -163,31 +224,64 @@ impl Cursor {
 
     /// Deletes the next batch as the table's owner; None when every rule is done.
     pub fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
-        let (Some(rule), Some(statement)) =
+        let (Some(rule), Some(statements)) =
             (policy.rules.get(self.rule), self.statements.get(self.rule))
         else {
             return Ok(None);
         };
-        let (deleted, last_key) = identity::as_table_owner(policy.owner, || {
-            let cutoff = rule.cutoff(&policy.time_zone)?;
-            let (deleted, last_key) = Spi::get_two_with_args::<i64, String>(
-                statement,
-                &[
-                    cutoff.into(),
-                    self.lowest_key.as_str().into(),
-                    batch_size.into(),
-                ],
-            )?;
-            Ok::<_, crate::error::GcError>((deleted.unwrap_or(0), last_key))
-        })?;
-        if deleted < batch_size {
-            // This rule is done: move to the next one, from its lowest key.
-            self.rule += 1;
-            if let Some(next) = policy.rules.get(self.rule) {
-                self.lowest_key = next.column_kind.lowest_key().to_string();
+        let start_key = self
+            .start_key
+            .clone()
+            .unwrap_or_else(|| rule.column_kind.lowest_key().to_string());
+        let inclusive = self.start_key.is_none() || self.start_inclusive;
+        let run = |statement: &str, lock_timeout_ms: i32| {
+            identity::as_table_owner_waiting(policy.owner, lock_timeout_ms, || {
+                let cutoff = rule.cutoff(&policy.time_zone)?;
+                let (deleted, next_key, more) = Spi::get_three_with_args::<i64, String, bool>(
+                    statement,
+                    &[cutoff.into(), start_key.as_str().into(), batch_size.into()],
+                )?;
+                Ok::<_, GcError>((deleted.unwrap_or(0), next_key, more.unwrap_or(false)))
+            })
+        };
+        let range = if inclusive {
+            &statements.range_from
+        } else {
+            &statements.range_after
+        };
+        let skip = if inclusive {
+            &statements.skip_from
+        } else {
+            &statements.skip_after
+        };
+        // The fast path runs in a subtransaction: when it meets a row the application holds,
+        // it gives up after a short wait and the batch is redone skipping locked rows.
+        let fast = match range {
+            Some(statement) => {
+                let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
+                match txn::in_subtransaction(|| run(statement, wait)) {
+                    Ok(outcome) => Some((outcome, false)),
+                    Err(error) if error.code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE => None,
+                    Err(error) => return Err(error),
+                }
             }
-        } else if let Some(key) = last_key {
-            self.lowest_key = key;
+            None => None,
+        };
+        let ((deleted, next_key, more), skipped_locks) = match fast {
+            Some(done) => done,
+            None => (run(skip, crate::gucs::lock_timeout_ms())?, true),
+        };
+        match (more, next_key) {
+            (true, Some(key)) => {
+                self.start_key = Some(key);
+                // After a lock-skipping batch, rows at its last key may remain; after a key-range
+                // batch everything up to and including its bound is gone.
+                self.start_inclusive = skipped_locks;
+            }
+            _ => {
+                self.rule += 1;
+                self.start_key = None;
+            }
         }
         Ok(Some(Batch {
             rule: rule.kind,

@@ -76,7 +76,16 @@ fn set_local(name: &str, value: &str) {
 
 /// Runs `work` as the owner of `relid`, security-restricted, with the purge's lock timeout.
 pub fn as_table_owner<R>(owner: pg_sys::Oid, work: impl FnOnce() -> R) -> R {
-    let settings = [("lock_timeout", format!("{}ms", gucs::lock_timeout_ms()))];
+    as_table_owner_waiting(owner, gucs::lock_timeout_ms(), work)
+}
+
+/// Like `as_table_owner`, with a lock timeout of its own.
+pub fn as_table_owner_waiting<R>(
+    owner: pg_sys::Oid,
+    lock_timeout_ms: i32,
+    work: impl FnOnce() -> R,
+) -> R {
+    let settings = [("lock_timeout", format!("{lock_timeout_ms}ms"))];
     let _guard = IdentityGuard::enter(owner, true, &settings);
     work()
 }
