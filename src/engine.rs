@@ -152,7 +152,7 @@ fn skip_locked_statement(table: &str, rule: &Rule, start: &str) -> String {
 
 /// Runs one table's purge within `budget` with the policy's strategy, batch after batch.
 pub fn purge(policy: &Policy, budget: &Budget, scope: &mut impl BatchScope) -> GcResult<Progress> {
-    let mut cursor = Cursor::new(policy);
+    let mut cursor = scope.run_batch(|| Cursor::new(policy, budget.batch_size))?;
     let mut progress = Progress::default();
     loop {
         if budget
@@ -178,21 +178,249 @@ pub fn purge(policy: &Policy, budget: &Budget, scope: &mut impl BatchScope) -> G
 /// What one batch did.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch {
-    pub rule: RuleKind,
-    pub deleted: i64,
+    /// Rows deleted per rule, indexed by `RuleKind::index()`.
+    pub deleted_by_rule: [i64; 4],
+}
+
+impl Batch {
+    fn of_rule(rule: RuleKind, deleted: i64) -> Self {
+        let mut deleted_by_rule = [0; 4];
+        deleted_by_rule[rule.index()] = deleted;
+        Batch { deleted_by_rule }
+    }
 }
 
 impl Progress {
     pub fn add(&mut self, batch: &Batch) {
         self.batches += 1;
-        self.deleted_by_rule[batch.rule.index()] += batch.deleted;
+        for (total, deleted) in self.deleted_by_rule.iter_mut().zip(batch.deleted_by_rule) {
+            *total += deleted;
+        }
     }
 }
 
 /// Where a table's purge stands between batches, so that a run can be spread over many
 /// transactions and interleaved with other tables.
+///
+/// Two walks: along the rules' indexes (few expired rows among many: only their index ranges
+/// and heap pages are visited), or along the heap in block ranges (many expired rows: each
+/// page is visited once, in physical order, as a single DELETE's sequential scan would).
+/// PostgreSQL's planner chooses: the heap walk is taken when it would scan the table to find
+/// the expired rows.
 #[derive(Debug, Clone)]
-pub struct Cursor {
+pub enum Cursor {
+    Index(IndexWalk),
+    Heap(HeapWalk),
+}
+
+impl Cursor {
+    pub fn new(policy: &Policy, batch_size: i64) -> GcResult<Self> {
+        match policy.strategy {
+            Strategy::DeleteRows => match HeapWalk::plan(policy, batch_size)? {
+                Some(heap) => Ok(Cursor::Heap(heap)),
+                None => Ok(Cursor::Index(IndexWalk::new(policy))),
+            },
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        match self {
+            Cursor::Index(walk) => walk.is_done(),
+            Cursor::Heap(walk) => walk.is_done(),
+        }
+    }
+
+    /// Deletes the next batch as the table's owner; None when the walk is done.
+    pub fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
+        match self {
+            Cursor::Index(walk) => walk.next_batch(policy, batch_size),
+            Cursor::Heap(walk) => walk.next_batch(policy, batch_size),
+        }
+    }
+}
+
+/// The walk along the heap, in block ranges sized to hold about one batch of expired rows.
+#[derive(Debug, Clone)]
+pub struct HeapWalk {
+    range_delete: String,
+    skip_delete: String,
+    start_block: i64,
+    blocks_per_batch: i64,
+    /// Blocks at the start of the run (the largest partition's); rows written later are new.
+    blocks: i64,
+}
+
+impl HeapWalk {
+    /// Some(walk) when the planner would read the whole table to find the expired rows.
+    fn plan(policy: &Policy, batch_size: i64) -> GcResult<Option<Self>> {
+        if policy.rules.is_empty() {
+            return Ok(None);
+        }
+        let any_expired = |alias: &str| {
+            let each: Vec<String> = policy
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(position, rule)| {
+                    format!("coalesce({}, false)", rule.predicate(alias, position + 1))
+                })
+                .collect();
+            format!("({})", each.join(" OR "))
+        };
+        let (plan, blocks) = identity::as_table_owner(policy.owner, || {
+            let args = cutoff_args(policy)?;
+            let plan = Spi::get_one_with_args::<pgrx::datum::Json>(
+                &format!(
+                    "EXPLAIN (FORMAT JSON) SELECT 1 FROM {} s WHERE {}",
+                    policy.quoted_table,
+                    any_expired("s")
+                ),
+                &args,
+            )?;
+            let blocks = Spi::get_one_with_args::<i64>(
+                "SELECT coalesce(max(pg_catalog.pg_relation_size(t.relid)
+                                    / pg_catalog.current_setting('block_size')::int8), 0)::int8
+                   FROM (SELECT p.relid FROM pg_catalog.pg_partition_tree($1::oid::regclass) p WHERE p.isleaf
+                         UNION
+                         SELECT c.oid::regclass FROM pg_catalog.pg_class c
+                          WHERE c.oid = $1 AND c.relkind <> 'p') t",
+                &[policy.relid.into()],
+            )?;
+            Ok::<_, GcError>((plan, blocks.unwrap_or(0)))
+        })?;
+        let Some(plan) = plan else { return Ok(None) };
+        if !plan.0.to_string().contains("\"Seq Scan\"") {
+            return Ok(None);
+        }
+        let expected_rows = plan
+            .0
+            .get(0)
+            .and_then(|entry| entry.get("Plan"))
+            .and_then(|node| node.get("Plan Rows"))
+            .and_then(|rows| rows.as_f64())
+            .unwrap_or(0.0)
+            .max(1.0);
+        // Size the first range from the planner's estimate; later ranges adapt to what was found.
+        let first = ((batch_size as f64) * (blocks.max(1) as f64) / expected_rows).ceil() as i64;
+        let n = policy.rules.len();
+        let classify: Vec<String> = policy
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(position, rule)| {
+                format!(
+                    "WHEN coalesce({}, false) THEN {}",
+                    rule.predicate("t", position + 1),
+                    rule.kind.index()
+                )
+            })
+            .collect();
+        let counts = "pg_catalog.concat_ws(',', count(*) FILTER (WHERE rule = 0), count(*) FILTER (WHERE rule = 1),
+                          count(*) FILTER (WHERE rule = 2), count(*) FILTER (WHERE rule = 3))";
+        let table = &policy.quoted_table;
+        let (from, to) = (n + 1, n + 2);
+        let in_range =
+            |alias: &str| format!("{alias}.ctid >= ${from}::tid AND {alias}.ctid < ${to}::tid");
+        // The DELETE's own WHERE re-checks the rules on each row, after any wait.
+        let range_delete = format!(
+            "WITH gone AS (
+                 DELETE FROM {table} t WHERE {range} AND {expired}
+                 RETURNING CASE {classify} END AS rule)
+             SELECT {counts} FROM gone",
+            range = in_range("t"),
+            expired = any_expired("t"),
+            classify = classify.join(" "),
+        );
+        // tableoid pairs with ctid: in a partitioned table a ctid alone is not unique.
+        let skip_delete = format!(
+            "WITH batch AS MATERIALIZED (
+                 SELECT s.tableoid AS rel, s.ctid AS tid FROM {table} s
+                  WHERE {range_s} AND {expired_s} FOR UPDATE OF s SKIP LOCKED),
+             gone AS (
+                 DELETE FROM {table} t USING batch b
+                  WHERE t.tableoid = b.rel AND t.ctid = b.tid AND {expired}
+                  RETURNING CASE {classify} END AS rule)
+             SELECT {counts} FROM gone",
+            range_s = in_range("s"),
+            expired_s = any_expired("s"),
+            expired = any_expired("t"),
+            classify = classify.join(" "),
+        );
+        Ok(Some(HeapWalk {
+            range_delete,
+            skip_delete,
+            start_block: 0,
+            blocks_per_batch: first.clamp(1, blocks.max(1)),
+            blocks,
+        }))
+    }
+
+    fn is_done(&self) -> bool {
+        self.start_block >= self.blocks
+    }
+
+    fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        let end_block = self.start_block.saturating_add(self.blocks_per_batch);
+        let (from, to) = (
+            format!("({},0)", self.start_block),
+            format!("({end_block},0)"),
+        );
+        let run = |statement: &str, lock_timeout_ms: i32| {
+            identity::as_table_owner_waiting(policy.owner, lock_timeout_ms, || {
+                let mut args = cutoff_args(policy)?;
+                args.push(from.as_str().into());
+                args.push(to.as_str().into());
+                let counts =
+                    Spi::get_one_with_args::<String>(statement, &args)?.unwrap_or_default();
+                let mut deleted_by_rule = [0i64; 4];
+                for (slot, count) in deleted_by_rule.iter_mut().zip(counts.split(',')) {
+                    *slot = count.trim().parse().unwrap_or(0);
+                }
+                Ok::<_, GcError>(Batch { deleted_by_rule })
+            })
+        };
+        let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
+        let batch = match txn::in_subtransaction(|| run(&self.range_delete, wait)) {
+            Ok(batch) => batch,
+            Err(error) if error.code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE => {
+                run(&self.skip_delete, crate::gucs::lock_timeout_ms())?
+            }
+            Err(error) => return Err(error),
+        };
+        // Aim the next range at one batch of rows: scale by what this one found, at most
+        // doubling, so that a batch overshoots its size by little where expired rows get denser.
+        let deleted: i64 = batch.deleted_by_rule.iter().sum();
+        let scaled = if deleted == 0 {
+            self.blocks_per_batch.saturating_mul(2)
+        } else {
+            ((self.blocks_per_batch as f64) * (batch_size as f64) / (deleted as f64)).round() as i64
+        };
+        self.start_block = end_block;
+        self.blocks_per_batch = scaled
+            .clamp(
+                self.blocks_per_batch / 4,
+                self.blocks_per_batch.saturating_mul(4),
+            )
+            .max(1);
+        Ok(Some(batch))
+    }
+}
+
+/// Every rule's cutoff, as `$1..$n` in rule order.
+fn cutoff_args(policy: &Policy) -> GcResult<Vec<pgrx::datum::DatumWithOid<'static>>> {
+    let mut args = Vec::with_capacity(policy.rules.len() + 2);
+    for rule in &policy.rules {
+        args.push(rule.cutoff(&policy.time_zone)?.into());
+    }
+    Ok(args)
+}
+
+/// The walk along the rules' indexes, one rule after the other, in key order.
+#[derive(Debug, Clone)]
+pub struct IndexWalk {
     statements: Vec<RuleStatements>,
     rule: usize,
     /// The key the next batch starts from; None: the rule's first batch (no lower bound).
@@ -201,16 +429,14 @@ pub struct Cursor {
     start_inclusive: bool,
 }
 
-impl Cursor {
-    pub fn new(policy: &Policy) -> Self {
-        let statements = match policy.strategy {
-            Strategy::DeleteRows => policy
-                .rules
-                .iter()
-                .map(|rule| RuleStatements::new(&policy.quoted_table, rule))
-                .collect(),
-        };
-        Cursor {
+impl IndexWalk {
+    fn new(policy: &Policy) -> Self {
+        let statements = policy
+            .rules
+            .iter()
+            .map(|rule| RuleStatements::new(&policy.quoted_table, rule))
+            .collect();
+        IndexWalk {
             statements,
             rule: 0,
             start_key: None,
@@ -218,12 +444,11 @@ impl Cursor {
         }
     }
 
-    pub fn is_done(&self) -> bool {
+    fn is_done(&self) -> bool {
         self.rule >= self.statements.len()
     }
 
-    /// Deletes the next batch as the table's owner; None when every rule is done.
-    pub fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
+    fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
         let (Some(rule), Some(statements)) =
             (policy.rules.get(self.rule), self.statements.get(self.rule))
         else {
@@ -283,10 +508,7 @@ impl Cursor {
                 self.start_key = None;
             }
         }
-        Ok(Some(Batch {
-            rule: rule.kind,
-            deleted,
-        }))
+        Ok(Some(Batch::of_rule(rule.kind, deleted)))
     }
 }
 

@@ -156,11 +156,12 @@ fn open_run(relid: pg_sys::Oid, options: &PassOptions) -> GcResult<TableRun> {
         .batch_size
         .or(policy.batch_size)
         .unwrap_or_else(gucs::batch_size);
+    let cursor = Cursor::new(&policy, i64::from(batch_size))?;
     Ok(TableRun {
         relid,
         table: info.display_name,
         history_id,
-        cursor: Cursor::new(&policy),
+        cursor,
         policy,
         batch_size: i64::from(batch_size),
         progress: Progress::default(),
