@@ -455,6 +455,8 @@ max {fmt(baseline.get('max_ms'), 1)} ms ({baseline.get('transactions')} transact
 |---|---|---|
 {chr(10).join(target_lines)}
 
+What the figures mean, which targets are missed and why: [benchmark-analysis.md](benchmark-analysis.md).
+
 ## Application latency over time
 
 ![latency](benchmark-latency.png)
@@ -511,6 +513,7 @@ def main():
         conn = cluster.connect()
         fresh_copy(conn, args.rows)
         conn.close()
+        time.sleep(3)  # let the copy's checkpoint and autovacuum settle before measuring idle
         load = Load(cluster, args, "baseline")
         window = 5.0 if args.quick else 10.0
         t0 = time.time()
