@@ -116,7 +116,12 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
             ));
             let (policy, batch_size) = (&run.policy, run.batch_size);
             let cursor = &mut run.cursor;
-            match tx.run(|| cursor.next_batch(policy, batch_size)) {
+            let batch = tx.run(|| {
+                // Each batch is its own transaction here (never the caller's).
+                crate::txn::commit_without_waiting_for_flush();
+                cursor.next_batch(policy, batch_size)
+            });
+            match batch {
                 Ok(Some(batch)) => {
                     run.progress.add(&batch);
                     if run.cursor.is_done() {

@@ -118,3 +118,22 @@ pub fn with_statement_timeout<R>(timeout_ms: i32, work: impl FnOnce() -> R) -> R
     let _timer = StatementTimer;
     work()
 }
+
+/// Lets the current transaction commit without waiting for its WAL to reach disk
+/// (`SET LOCAL synchronous_commit = off`). For purge batches only: a batch lost in a crash is
+/// just purged again by the next run, and not flushing WAL at every one of many small commits
+/// is what lets committed batches keep up with a single DELETE.
+pub fn commit_without_waiting_for_flush() {
+    unsafe {
+        pg_sys::set_config_option(
+            c"synchronous_commit".as_ptr(),
+            c"off".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+    }
+}
