@@ -11,7 +11,6 @@ use crate::gucs;
 use crate::policy::TableInfo;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
-use std::ffi::CString;
 
 /// Restores the previous user, security context and GUC values when dropped,
 /// including while an error unwinds.
@@ -57,21 +56,7 @@ impl Drop for IdentityGuard {
 }
 
 fn set_local(name: &str, value: &str) {
-    let (Ok(name), Ok(value)) = (CString::new(name), CString::new(value)) else {
-        return;
-    };
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            pgrx::PgLogLevel::ERROR as i32,
-            false,
-        );
-    }
+    crate::txn::set_guc(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
 }
 
 /// Runs `work` as the owner of `relid`, security-restricted, with the purge's lock timeout.

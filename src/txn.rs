@@ -124,13 +124,27 @@ pub fn with_statement_timeout<R>(timeout_ms: i32, work: impl FnOnce() -> R) -> R
 /// just purged again by the next run, and not flushing WAL at every one of many small commits
 /// is what lets committed batches keep up with a single DELETE.
 pub fn commit_without_waiting_for_flush() {
+    set_guc(
+        "synchronous_commit",
+        "off",
+        pg_sys::GucAction::GUC_ACTION_LOCAL,
+    );
+}
+
+/// Sets a GUC for the current nest level (`GUC_ACTION_SAVE`, undone by `AtEOXact_GUC`) or
+/// for the rest of the transaction (`GUC_ACTION_LOCAL`).
+pub fn set_guc(name: &str, value: &str, action: pg_sys::GucAction::Type) {
+    let (Ok(name), Ok(value)) = (std::ffi::CString::new(name), std::ffi::CString::new(value))
+    else {
+        return;
+    };
     unsafe {
         pg_sys::set_config_option(
-            c"synchronous_commit".as_ptr(),
-            c"off".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            action,
             true,
             pgrx::PgLogLevel::ERROR as i32,
             false,

@@ -112,12 +112,7 @@ impl Cluster {
             "log_min_messages = warning".into(),
         ];
         lines.extend(conf.iter().map(|l| l.to_string()));
-        let conf_path = data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
-        text.push('\n');
-        text.push_str(&lines.join("\n"));
-        text.push('\n');
-        std::fs::write(&conf_path, text).expect("write postgresql.conf");
+        append_conf(&data, &lines);
         let cluster = Cluster {
             dir: dir.clone(),
             port,
@@ -173,12 +168,7 @@ impl Cluster {
             format!("unix_socket_directories = '{}'", dir.display()),
         ];
         lines.extend(conf.iter().map(|l| l.to_string()));
-        let conf_path = data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
-        text.push('\n');
-        text.push_str(&lines.join("\n"));
-        text.push('\n');
-        std::fs::write(&conf_path, text).expect("write postgresql.conf");
+        append_conf(&data, &lines);
         CLUSTERS_TO_STOP.lock().unwrap().push(dir.clone());
         let replica = Cluster { dir, port };
         replica.pg_ctl(&[
@@ -275,6 +265,16 @@ pub struct Notice {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+}
+
+/// Appends settings to a cluster's postgresql.conf (later lines win).
+fn append_conf(data: &Path, lines: &[String]) {
+    let conf_path = data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
+    text.push('\n');
+    text.push_str(&lines.join("\n"));
+    text.push('\n');
+    std::fs::write(&conf_path, text).expect("write postgresql.conf");
 }
 
 fn chown_to_cluster_user(path: &Path) {
