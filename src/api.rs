@@ -1,7 +1,7 @@
 //! The SQL-facing functions. They check arguments and rights, then hand over to the policy
 //! model, the engine, stats and history. Everything here lives in schema `session_gc`.
 
-use crate::engine::{self, Budget, CallerTransaction, Progress};
+use crate::engine::{self, Budget, Progress};
 use crate::error::{GcError, GcResult, OrRaise};
 use crate::gucs;
 use crate::history::{self, RunStatus, Trigger};
@@ -211,7 +211,7 @@ fn purge_one(
             ),
             deadline,
         };
-        engine::purge(&policy, &budget, &mut CallerTransaction)
+        engine::purge(&policy, &budget)
     });
     match run {
         Ok(progress) => {

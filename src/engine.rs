@@ -40,25 +40,6 @@ impl Progress {
     }
 }
 
-/// Where a batch runs: inside the caller's transaction, or in a committed transaction of its own.
-pub trait BatchScope {
-    fn run_batch<R>(&mut self, batch: impl FnOnce() -> GcResult<R>) -> GcResult<R>;
-
-    /// Called after each batch; false stops the run (e.g. on shutdown).
-    fn keep_going(&mut self) -> bool {
-        true
-    }
-}
-
-/// All batches in the transaction of the calling statement (`cleanup()`).
-pub struct CallerTransaction;
-
-impl BatchScope for CallerTransaction {
-    fn run_batch<R>(&mut self, batch: impl FnOnce() -> GcResult<R>) -> GcResult<R> {
-        batch()
-    }
-}
-
 /// How long the key-range fast path may wait for a row lock before the batch is redone with
 /// `SKIP LOCKED`. Short, because rows the batch already deleted stay locked while it waits.
 const FAST_PATH_LOCK_TIMEOUT_MS: i32 = 50;
@@ -150,20 +131,20 @@ fn skip_locked_statement(table: &str, rule: &Rule, start: &str) -> String {
     )
 }
 
-/// Runs one table's purge within `budget` with the policy's strategy, batch after batch.
-pub fn purge(policy: &Policy, budget: &Budget, scope: &mut impl BatchScope) -> GcResult<Progress> {
-    let mut cursor = scope.run_batch(|| Cursor::new(policy, budget.batch_size))?;
+/// Runs one table's purge within `budget`, batch after batch, in the current transaction
+/// (`cleanup()`; the worker and `purge()` commit per batch through `pass`).
+pub fn purge(policy: &Policy, budget: &Budget) -> GcResult<Progress> {
+    let mut cursor = Cursor::new(policy, budget.batch_size)?;
     let mut progress = Progress::default();
     loop {
         if budget
             .deadline
             .is_some_and(|deadline| Instant::now() >= deadline)
-            || !scope.keep_going()
         {
             return Ok(progress);
         }
         pgrx::check_for_interrupts!();
-        match scope.run_batch(|| cursor.next_batch(policy, budget.batch_size))? {
+        match cursor.next_batch(policy, budget.batch_size)? {
             Some(batch) => progress.add(&batch),
             None => break,
         }

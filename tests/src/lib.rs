@@ -352,3 +352,8 @@ where
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
         .get(0)
 }
+
+/// `SELECT count(*) FROM <from_where>`.
+pub fn count(client: &mut Client, from_where: &str) -> i64 {
+    scalar(client, &format!("SELECT count(*) FROM {from_where}"))
+}

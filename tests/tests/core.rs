@@ -3,7 +3,7 @@
 //! stats and history.
 
 use postgres::Client;
-use session_gc_integration::{expect_error, scalar, shared_cluster, wait_until};
+use session_gc_integration::{count, expect_error, scalar, shared_cluster, wait_until};
 use std::time::{Duration, Instant};
 
 fn db(name: &str) -> Client {
@@ -46,10 +46,6 @@ fn cleanup(client: &mut Client, args: &str) -> (i64, i64, i64, i64, i64, i32, St
         row.get(5),
         row.get(6),
     )
-}
-
-fn count(client: &mut Client, sql_from_where: &str) -> i64 {
-    scalar(client, &format!("SELECT count(*) FROM {sql_from_where}"))
 }
 
 #[test]

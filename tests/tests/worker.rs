@@ -3,15 +3,11 @@
 //! and the manual procedure with per-batch commits. Every wait polls a condition with a deadline.
 
 use postgres::Client;
-use session_gc_integration::{expect_error, scalar, wait_until, Cluster};
+use session_gc_integration::{count, expect_error, scalar, wait_until, Cluster};
 use std::time::{Duration, Instant};
 
 const PRELOAD: &str = "shared_preload_libraries = 'session_gc'";
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn count(client: &mut Client, from_where: &str) -> i64 {
-    scalar(client, &format!("SELECT count(*) FROM {from_where}"))
-}
 
 fn sessions_table(client: &mut Client, table: &str, expired: i64, live: i64) {
     client
