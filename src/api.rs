@@ -7,6 +7,7 @@ use crate::gucs;
 use crate::history::{self, RunStatus, Trigger};
 use crate::identity;
 use crate::policy::{self, Policy, RuleSpec};
+use crate::schema;
 use crate::stats;
 use crate::txn;
 use crate::types::{Name, RegClass};
@@ -16,9 +17,10 @@ use pgrx::{pg_sys, PgSqlErrorCode};
 use std::time::{Duration, Instant};
 
 /// Registers (or, called again, replaces) the expiry policy of one table.
+/// (`_v2`: the C symbol of 0.2.0's signature; 0.1.0's lives on in `legacy`.)
 #[allow(clippy::too_many_arguments)]
-#[pg_extern(volatile, parallel_unsafe)]
-fn register(
+#[pg_extern(name = "register", volatile, parallel_unsafe)]
+fn register_v2(
     tbl: RegClass,
     expires_column: default!(Option<Name>, "NULL"),
     idle_column: default!(Option<Name>, "NULL"),
@@ -31,7 +33,12 @@ fn register(
     time_zone: default!(Option<String>, "NULL"),
     batch_size: default!(Option<i32>, "NULL"),
     enabled: default!(Option<bool>, "true"),
+    strategy: default!(Option<String>, "'delete_rows'"),
+    user_column: default!(Option<Name>, "NULL"),
+    max_per_user: default!(Option<i32>, "NULL"),
+    activity_column: default!(Option<Name>, "NULL"),
 ) -> String {
+    schema::require_current().or_raise();
     let spec = RuleSpec {
         expires_column: expires_column.map(|n| n.0),
         idle_column: idle_column.map(|n| n.0),
@@ -41,6 +48,10 @@ fn register(
         active_column: active_column.map(|n| n.0),
         grace: grace_interval(grace).or_raise(),
         epoch_unit,
+        user_column: user_column.map(|n| n.0),
+        max_per_user,
+        activity_column: activity_column.map(|n| n.0),
+        strategy,
     };
     register_policy(tbl.0, &spec, time_zone, batch_size, enabled.unwrap_or(true)).or_raise()
 }
@@ -63,24 +74,36 @@ fn register_policy(
         None => Spi::get_one::<String>("SELECT pg_catalog.current_setting('TimeZone')")?
             .unwrap_or_else(|| "UTC".into()),
     };
-    let rules = policy::build_rules(&info, spec)?;
-    for rule in &rules {
-        warn_if_unindexed(&info, rule)?;
+    let resolved = policy::resolve(&info, spec)?;
+    for rule in &resolved.rules {
+        let suggestion = if rule.is_ordered() {
+            None
+        } else {
+            Some(format!("{} = false", rule.quoted_column()))
+        };
+        let purpose = format!("the {} rule", rule.kind.label());
+        warn_if_unindexed(&info, &rule.column, suggestion, &purpose)?;
+    }
+    if let Some(cap) = &resolved.cap {
+        warn_if_unindexed(&info, &cap.user_column, None, "the per-user cap")?;
     }
     identity::as_extension_owner(|| {
         Spi::run_with_args(
             "INSERT INTO session_gc.policies AS p
                  (table_name, expires_column, idle_column, idle_timeout, created_column, max_age,
-                  active_column, grace, epoch_unit, time_zone, batch_size, enabled, registered_by)
+                  active_column, grace, epoch_unit, time_zone, batch_size, enabled, registered_by,
+                  strategy, user_column, max_per_user, activity_column)
              VALUES ($1::oid::regclass, $2, $3, $4::interval, $5, $6::interval, $7, $8::interval,
-                     $9, $10, $11, $12, session_user)
+                     $9, $10, $11, $12, session_user, $13, $14, $15, $16)
              ON CONFLICT (table_name) DO UPDATE SET
                  expires_column = EXCLUDED.expires_column, idle_column = EXCLUDED.idle_column,
                  idle_timeout = EXCLUDED.idle_timeout, created_column = EXCLUDED.created_column,
                  max_age = EXCLUDED.max_age, active_column = EXCLUDED.active_column,
                  grace = EXCLUDED.grace, epoch_unit = EXCLUDED.epoch_unit,
                  time_zone = EXCLUDED.time_zone, batch_size = EXCLUDED.batch_size,
-                 enabled = EXCLUDED.enabled, updated_at = now()",
+                 enabled = EXCLUDED.enabled, strategy = EXCLUDED.strategy,
+                 user_column = EXCLUDED.user_column, max_per_user = EXCLUDED.max_per_user,
+                 activity_column = EXCLUDED.activity_column, updated_at = now()",
             &[
                 relid.into(),
                 spec.expires_column.clone().into(),
@@ -94,13 +117,30 @@ fn register_policy(
                 time_zone.as_str().into(),
                 batch_size.into(),
                 enabled.into(),
+                resolved.strategy.name().into(),
+                spec.user_column.clone().into(),
+                spec.max_per_user.into(),
+                // Stored as given: NULL keeps following idle_column / created_column.
+                spec.activity_column.clone().into(),
             ],
         )?;
         Ok::<_, GcError>(())
     })?;
-    let described: Vec<String> = rules.iter().map(|r| r.describe()).collect();
+    let mut described: Vec<String> = resolved.rules.iter().map(|r| r.describe()).collect();
+    if let Some(cap) = &resolved.cap {
+        described.push(format!(
+            "its user ({}) has {} newer sessions (by {})",
+            cap.quoted_user(),
+            cap.max_per_user,
+            cap.quoted_rank()
+        ));
+    }
+    let partitions = match resolved.strategy {
+        policy::Strategy::DropPartitions { .. } => "; expired partitions are dropped whole",
+        policy::Strategy::DeleteRows => "",
+    };
     Ok(format!(
-        "{}: rows are purged when {}{}",
+        "{}: rows are purged when {}{partitions}{}",
         info.display_name,
         described.join(", or "),
         if enabled { "" } else { " (disabled)" }
@@ -110,6 +150,7 @@ fn register_policy(
 /// Removes the policy of a table. Its history stays until trimmed.
 #[pg_extern(volatile, parallel_unsafe)]
 fn unregister(tbl: RegClass) -> bool {
+    schema::require_current().or_raise();
     let info = policy::table_info(tbl.0).or_raise();
     identity::require_owner(&info).or_raise();
     let removed = identity::as_extension_owner(|| {
@@ -129,9 +170,10 @@ fn unregister(tbl: RegClass) -> bool {
 }
 
 /// Purges now, in batches, inside the caller's transaction. One row per table purged.
+/// (`_v2`: the C symbol of 0.2.0's result columns; 0.1.0's lives on in `legacy`.)
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelled out
-#[pg_extern(volatile, parallel_unsafe)]
-fn cleanup(
+#[pg_extern(name = "cleanup", volatile, parallel_unsafe)]
+fn cleanup_v2(
     tbl: default!(Option<RegClass>, "NULL"),
     dry_run: default!(Option<bool>, "false"),
     batch_size: default!(Option<i32>, "NULL"),
@@ -145,12 +187,15 @@ fn cleanup(
         name!(idle, i64),
         name!(aged, i64),
         name!(inactive, i64),
+        name!(over_cap, i64),
+        name!(partitions_dropped, i32),
         name!(batches, i32),
         name!(duration, Interval),
         name!(status, String),
         name!(error, Option<String>),
     ),
 > {
+    schema::require_current().or_raise();
     if let Some(size) = batch_size {
         check_batch_size(size).or_raise();
     }
@@ -165,8 +210,7 @@ fn cleanup(
             let census = engine::census(&policy).or_raise();
             let progress = Progress {
                 deleted_by_rule: census.expired_by_rule,
-                batches: 0,
-                finished: true,
+                ..Progress::default()
             };
             cleanup_row(relid, &progress, started, "dry_run", None)
         } else {
@@ -246,9 +290,10 @@ fn purge_one(
 
 /// What is in each registered table now. `total_rows` is the planner's estimate; the
 /// expired counts are exact and served by the rules' indexes.
+/// (`_v2`: the C symbol of 0.2.0's result columns; 0.1.0's lives on in `legacy`.)
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelled out
-#[pg_extern(volatile, parallel_unsafe)]
-fn stats(
+#[pg_extern(name = "stats", volatile, parallel_unsafe)]
+fn stats_v2(
     tbl: default!(Option<RegClass>, "NULL"),
 ) -> TableIterator<
     'static,
@@ -260,6 +305,7 @@ fn stats(
         name!(idle, i64),
         name!(aged, i64),
         name!(inactive, i64),
+        name!(over_cap, i64),
         name!(oldest_expired, Option<TimestampWithTimeZone>),
         name!(table_bytes, Option<i64>),
         name!(dead_rows, Option<i64>),
@@ -268,6 +314,7 @@ fn stats(
         name!(deleted_total, Option<i64>),
     ),
 > {
+    schema::require_current().or_raise();
     let targets = match tbl {
         Some(_) => targets(tbl).or_raise(),
         None => visible_policies(false).or_raise(),
@@ -276,7 +323,7 @@ fn stats(
     for relid in targets {
         let policy = load_owned(relid).or_raise();
         let s = stats::collect(&policy).or_raise();
-        let [expired, idle, aged, inactive] = s.census.expired_by_rule;
+        let [expired, idle, aged, inactive, over_cap] = s.census.expired_by_rule;
         rows.push((
             RegClass(relid),
             s.total_rows,
@@ -285,6 +332,7 @@ fn stats(
             idle,
             aged,
             inactive,
+            over_cap,
             s.census.oldest_expired,
             s.table_bytes,
             s.dead_rows,
@@ -296,25 +344,88 @@ fn stats(
     TableIterator::new(rows)
 }
 
-fn cleanup_row(
-    relid: pg_sys::Oid,
-    progress: &Progress,
-    started: Instant,
-    status: &str,
-    error: Option<String>,
-) -> (
+/// Figures for monitoring, one row per registered table, in the shape exporters expect:
+/// labels (database, table, strategy) and numbers. Granted to `pg_monitor`: it shows counts,
+/// never session rows, for every table whoever owns it. `expired_backlog` counts what a purge
+/// would delete now (the same index-range counts as `stats()`); NULL when the policy no
+/// longer matches its table.
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelled out
+#[pg_extern(volatile, parallel_unsafe)]
+fn metrics() -> TableIterator<
+    'static,
+    (
+        name!(database, String),
+        name!(table_name, String),
+        name!(strategy, String),
+        name!(enabled, bool),
+        name!(runs_total, i64),
+        name!(deleted_total, i64),
+        name!(partitions_dropped_total, i64),
+        name!(errors_total, i64),
+        name!(expired_backlog, Option<i64>),
+        name!(over_cap_backlog, Option<i64>),
+        name!(last_run_age_seconds, Option<f64>),
+        name!(last_run_ok, Option<bool>),
+        name!(table_bytes, Option<i64>),
+    ),
+> {
+    schema::require_current().or_raise();
+    let database = Spi::get_one::<String>("SELECT pg_catalog.current_database()::text")
+        .map_err(GcError::from)
+        .or_raise()
+        .unwrap_or_default();
+    let rows: Vec<_> = stats::metrics()
+        .or_raise()
+        .into_iter()
+        .map(|m| {
+            let over_cap = m
+                .backlog
+                .as_ref()
+                .map(|c| c.expired_by_rule[policy::RuleKind::OverCap.index()]);
+            (
+                database.clone(),
+                m.table_name,
+                m.strategy,
+                m.enabled,
+                m.runs_total,
+                m.deleted_total,
+                m.partitions_dropped_total,
+                m.errors_total,
+                m.backlog.as_ref().map(|c| c.total()),
+                over_cap,
+                m.last_run_age_seconds,
+                m.last_status.map(|status| status == "ok"),
+                m.table_bytes,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// One row of `cleanup()`'s result, in its column order.
+type CleanupRow = (
     RegClass,
     i64,
     i64,
     i64,
     i64,
     i64,
+    i64,
+    i32,
     i32,
     Interval,
     String,
     Option<String>,
-) {
-    let [expired, idle, aged, inactive] = progress.deleted_by_rule;
+);
+
+fn cleanup_row(
+    relid: pg_sys::Oid,
+    progress: &Progress,
+    started: Instant,
+    status: &str,
+    error: Option<String>,
+) -> CleanupRow {
+    let [expired, idle, aged, inactive, over_cap] = progress.deleted_by_rule;
     let micros = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
     (
         RegClass(relid),
@@ -323,6 +434,8 @@ fn cleanup_row(
         idle,
         aged,
         inactive,
+        over_cap,
+        progress.partitions_dropped,
         progress.batches,
         Interval::from_micros(micros),
         status.to_string(),
@@ -471,7 +584,14 @@ fn known_time_zone(zone: &str) -> GcResult<String> {
     })
 }
 
-fn warn_if_unindexed(info: &policy::TableInfo, rule: &policy::Rule) -> GcResult<()> {
+/// Warns when no btree or BRIN index starts with `column` (or names it in its predicate);
+/// `partial` is the predicate of the suggested index, for boolean rules.
+fn warn_if_unindexed(
+    info: &policy::TableInfo,
+    column: &str,
+    partial: Option<String>,
+    purpose: &str,
+) -> GcResult<()> {
     let served = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (
              SELECT 1 FROM pg_catalog.pg_index i
@@ -481,28 +601,26 @@ fn warn_if_unindexed(info: &policy::TableInfo, rule: &policy::Rule) -> GcResult<
               WHERE i.indrelid = $1 AND am.amname IN ('btree', 'brin')
                 AND (i.indkey[0] = a.attnum
                      OR pg_catalog.pg_get_expr(i.indpred, i.indrelid) LIKE '%' || pg_catalog.quote_ident($2) || '%'))",
-        &[info.relid.into(), rule.column.as_str().into()],
+        &[info.relid.into(), column.into()],
     )?;
     if served != Some(true) {
-        let column = rule.quoted_column();
-        let suggestion = if rule.is_ordered() {
-            format!(
+        let column = pgrx::spi::quote_identifier(column);
+        let suggestion = match partial {
+            None => format!(
                 "CREATE INDEX CONCURRENTLY ON {} ({column});",
                 info.quoted_table
-            )
-        } else {
-            format!(
-                "CREATE INDEX CONCURRENTLY ON {} ({column}) WHERE {column} = false;",
+            ),
+            Some(predicate) => format!(
+                "CREATE INDEX CONCURRENTLY ON {} ({column}) WHERE {predicate};",
                 info.quoted_table
-            )
+            ),
         };
         GcError::new(
             PgSqlErrorCode::ERRCODE_WARNING,
             format!("no index serves column {column} of {}", info.display_name),
         )
         .detail(format!(
-            "Without one, every purge batch and every stats() count of the {} rule scans the table.",
-            rule.kind.label()
+            "Without one, every purge batch and every stats() count of {purpose} scans the table."
         ))
         .hint(suggestion)
         .warn();
@@ -564,6 +682,7 @@ fn purge(
     max_runtime: Option<Interval>,
     fcinfo: pg_sys::FunctionCallInfo,
 ) {
+    schema::require_current().or_raise();
     if let Some(size) = batch_size {
         check_batch_size(size).or_raise();
     }

@@ -10,10 +10,11 @@
 
 use crate::error::{GcError, GcResult};
 use crate::identity;
-use crate::policy::{Policy, Rule, RuleKind, Strategy};
+use crate::policy::{Policy, Rule, RuleKind, Strategy, UserCap, RULE_KINDS};
 use crate::txn;
 use pgrx::prelude::*;
-use pgrx::PgSqlErrorCode;
+use pgrx::{pg_sys, PgSqlErrorCode};
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// Limits of one run over one table.
@@ -28,7 +29,9 @@ pub struct Budget {
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
     /// Rows deleted per rule, indexed by `RuleKind::index()`.
-    pub deleted_by_rule: [i64; 4],
+    pub deleted_by_rule: [i64; RULE_KINDS],
+    /// Whole partitions dropped (`drop_partitions`); their rows are not counted as deleted.
+    pub partitions_dropped: i32,
     pub batches: i32,
     /// False when the budget ran out with expired rows possibly left.
     pub finished: bool,
@@ -157,23 +160,28 @@ pub fn purge(policy: &Policy, budget: &Budget) -> GcResult<Progress> {
 }
 
 /// What one batch did.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Batch {
     /// Rows deleted per rule, indexed by `RuleKind::index()`.
-    pub deleted_by_rule: [i64; 4],
+    pub deleted_by_rule: [i64; RULE_KINDS],
+    pub partitions_dropped: i32,
 }
 
 impl Batch {
     fn of_rule(rule: RuleKind, deleted: i64) -> Self {
-        let mut deleted_by_rule = [0; 4];
+        let mut deleted_by_rule = [0; RULE_KINDS];
         deleted_by_rule[rule.index()] = deleted;
-        Batch { deleted_by_rule }
+        Batch {
+            deleted_by_rule,
+            partitions_dropped: 0,
+        }
     }
 }
 
 impl Progress {
     pub fn add(&mut self, batch: &Batch) {
         self.batches += 1;
+        self.partitions_dropped += batch.partitions_dropped;
         for (total, deleted) in self.deleted_by_rule.iter_mut().zip(batch.deleted_by_rule) {
             *total += deleted;
         }
@@ -183,41 +191,322 @@ impl Progress {
 /// Where a table's purge stands between batches, so that a run can be spread over many
 /// transactions and interleaved with other tables.
 ///
-/// Two walks: along the rules' indexes (few expired rows among many: only their index ranges
-/// and heap pages are visited), or along the heap in block ranges (many expired rows: each
-/// page is visited once, in physical order, as a single DELETE's sequential scan would).
-/// PostgreSQL's planner chooses: the heap walk is taken when it would scan the table to find
-/// the expired rows.
+/// A run goes through stages, each a walk built when the previous one is done (so it sees the
+/// table as the earlier stages left it): whole expired partitions first (`drop_partitions`),
+/// then the time rules' rows, then the per-user cap over what is left.
 #[derive(Debug, Clone)]
-pub enum Cursor {
+pub struct Cursor {
+    current: Option<Walk>,
+    /// Stages not started yet, the next one last.
+    pending: Vec<Stage>,
+    batch_size: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Partitions,
+    Rows,
+    Cap,
+}
+
+/// The rows of the time rules are walked along the rules' indexes (few expired rows among
+/// many: only their index ranges and heap pages are visited), or along the heap in block
+/// ranges (many expired rows: each page is visited once, in physical order, as a single
+/// DELETE's sequential scan would). PostgreSQL's planner chooses: the heap walk is taken when
+/// it would scan the table to find the expired rows.
+#[derive(Debug, Clone)]
+enum Walk {
+    Partitions(PartitionWalk),
     Index(IndexWalk),
     Heap(HeapWalk),
+    Cap(CapWalk),
+}
+
+impl Walk {
+    fn is_done(&self) -> bool {
+        match self {
+            Walk::Partitions(walk) => walk.is_done(),
+            Walk::Index(walk) => walk.is_done(),
+            Walk::Heap(walk) => walk.is_done(),
+            Walk::Cap(walk) => walk.is_done(),
+        }
+    }
 }
 
 impl Cursor {
     pub fn new(policy: &Policy, batch_size: i64) -> GcResult<Self> {
-        match policy.strategy {
-            Strategy::DeleteRows => match HeapWalk::plan(policy, batch_size)? {
-                Some(heap) => Ok(Cursor::Heap(heap)),
-                None => Ok(Cursor::Index(IndexWalk::new(policy))),
-            },
+        let mut pending = Vec::new();
+        if policy.cap.is_some() {
+            pending.push(Stage::Cap);
         }
+        if !policy.rules.is_empty() {
+            pending.push(Stage::Rows);
+        }
+        if matches!(policy.strategy, Strategy::DropPartitions { .. }) {
+            pending.push(Stage::Partitions);
+        }
+        let mut cursor = Cursor {
+            current: None,
+            pending,
+            batch_size,
+        };
+        cursor.start_next_stage(policy)?;
+        Ok(cursor)
+    }
+
+    fn start_next_stage(&mut self, policy: &Policy) -> GcResult<()> {
+        self.current = match self.pending.pop() {
+            None => None,
+            Some(Stage::Partitions) => Some(Walk::Partitions(PartitionWalk::new(policy)?)),
+            Some(Stage::Rows) => Some(match HeapWalk::plan(policy, self.batch_size)? {
+                Some(heap) => Walk::Heap(heap),
+                None => Walk::Index(IndexWalk::new(policy)),
+            }),
+            Some(Stage::Cap) => policy
+                .cap
+                .as_ref()
+                .map(|cap| Walk::Cap(CapWalk::new(policy, cap))),
+        };
+        Ok(())
     }
 
     pub fn is_done(&self) -> bool {
-        match self {
-            Cursor::Index(walk) => walk.is_done(),
-            Cursor::Heap(walk) => walk.is_done(),
+        self.pending.is_empty() && self.current.as_ref().is_none_or(Walk::is_done)
+    }
+
+    /// Does the next batch as the table's owner; None when every stage is done.
+    pub fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
+        loop {
+            match &mut self.current {
+                None => return Ok(None),
+                Some(walk) if walk.is_done() => self.start_next_stage(policy)?,
+                Some(Walk::Partitions(walk)) => return walk.next_batch(policy),
+                Some(Walk::Index(walk)) => return walk.next_batch(policy, batch_size),
+                Some(Walk::Heap(walk)) => return walk.next_batch(policy, batch_size),
+                Some(Walk::Cap(walk)) => return walk.next_batch(policy, batch_size),
+            }
+        }
+    }
+}
+
+/// How many times one run tries to drop a partition whose lock it could not get at once.
+const PARTITION_ATTEMPTS: u32 = 3;
+
+/// The partitions whose whole range lies before the cutoff of the rule on the partition key,
+/// oldest first; one is dropped per batch.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionWalk {
+    /// (partition OID, quoted name, attempts so far)
+    expired: VecDeque<(pg_sys::Oid, String, u32)>,
+}
+
+impl PartitionWalk {
+    fn new(policy: &Policy) -> GcResult<Self> {
+        let Strategy::DropPartitions { key_rule } = policy.strategy else {
+            return Ok(PartitionWalk::default());
+        };
+        let Some(rule) = policy.rules.get(key_rule) else {
+            return Ok(PartitionWalk::default());
+        };
+        let ty = rule.column_kind.key_type();
+        // The upper bound is exclusive: every row of the partition has key < upper <= cutoff, so
+        // every row is expired under the rule. MAXVALUE bounds and the default partition never are.
+        let sql = format!(
+            "SELECT c.oid, pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname)
+               FROM pg_catalog.pg_inherits i
+               JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+               CROSS JOIN LATERAL (SELECT pg_catalog.substring(pg_catalog.pg_get_expr(c.relpartbound, c.oid),
+                                                              ' TO \\((.*)\\)$') AS raw) r
+               CROSS JOIN LATERAL (SELECT CASE
+                          WHEN r.raw ~ '^''.*''$'
+                               THEN pg_catalog.replace(pg_catalog.substr(r.raw, 2, pg_catalog.length(r.raw) - 2), '''''', '''')
+                          WHEN r.raw ~ '^-?[0-9]+$' THEN r.raw END AS upper) b
+              WHERE i.inhparent = $2 AND b.upper IS NOT NULL AND b.upper::{ty} <= $1::{ty}
+              ORDER BY b.upper::{ty}"
+        );
+        let expired = identity::as_table_owner(policy.owner, || {
+            let cutoff = rule.cutoff(&policy.time_zone)?;
+            Spi::connect(|client| {
+                let rows = client.select(&sql, None, &[cutoff.into(), policy.relid.into()])?;
+                let mut expired = VecDeque::new();
+                for row in rows {
+                    if let (Some(oid), Some(name)) =
+                        (row.get::<pg_sys::Oid>(1)?, row.get::<String>(2)?)
+                    {
+                        expired.push_back((oid, name, 0));
+                    }
+                }
+                Ok::<_, GcError>(expired)
+            })
+        })?;
+        Ok(PartitionWalk { expired })
+    }
+
+    fn is_done(&self) -> bool {
+        self.expired.is_empty()
+    }
+
+    /// Drops the next expired partition under a short lock wait. One whose lock (or its
+    /// parent's) cannot be had at once goes to the back of the line, and after a few tries is
+    /// left for the next run: the application never queues behind a long wait of ours.
+    fn next_batch(&mut self, policy: &Policy) -> GcResult<Option<Batch>> {
+        let Some((partition, name, attempts)) = self.expired.pop_front() else {
+            return Ok(None);
+        };
+        let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
+        let dropped = txn::in_subtransaction(|| {
+            identity::as_table_owner_waiting(policy.owner, wait, || {
+                Spi::run(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))?;
+                // Only while it is still a partition of this table: one detached by hand since
+                // the walk started is somebody's table now.
+                let attached = Spi::get_one_with_args::<bool>(
+                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits
+                                     WHERE inhrelid = $1 AND inhparent = $2)",
+                    &[partition.into(), policy.relid.into()],
+                )?;
+                if attached != Some(true) {
+                    return Ok(false);
+                }
+                Spi::run(&format!("DROP TABLE {name}"))?;
+                Ok::<_, GcError>(true)
+            })
+        });
+        let dropped = match dropped {
+            Ok(dropped) => dropped,
+            Err(error) if error.code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE => {
+                if attempts + 1 < PARTITION_ATTEMPTS {
+                    self.expired.push_back((partition, name, attempts + 1));
+                }
+                false
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(Some(Batch {
+            partitions_dropped: i32::from(dropped),
+            ..Batch::default()
+        }))
+    }
+}
+
+/// The per-user cap, walked over the users in key order: each batch takes the next users with
+/// more than `max_per_user` sessions and deletes, for each, the sessions beyond its newest
+/// `max_per_user`.
+///
+/// The ranking reads the statement's snapshot and locks nothing; only the rows to delete are
+/// then locked, `SKIP LOCKED`, and a row changed since the snapshot (a session just touched,
+/// which may now rank newest) is neither locked nor deleted. Sessions created meanwhile only
+/// make the batch delete fewer.
+#[derive(Debug, Clone)]
+pub struct CapWalk {
+    /// The statements starting at the first user, after a user, and at a user.
+    first: String,
+    after: String,
+    from: String,
+    start: Option<(String, bool)>,
+    done: bool,
+}
+
+impl CapWalk {
+    fn new(policy: &Policy, cap: &UserCap) -> Self {
+        CapWalk {
+            first: cap_statement(policy, cap, None),
+            after: cap_statement(policy, cap, Some(">")),
+            from: cap_statement(policy, cap, Some(">=")),
+            start: None,
+            done: false,
         }
     }
 
-    /// Deletes the next batch as the table's owner; None when the walk is done.
-    pub fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
-        match self {
-            Cursor::Index(walk) => walk.next_batch(policy, batch_size),
-            Cursor::Heap(walk) => walk.next_batch(policy, batch_size),
-        }
+    fn is_done(&self) -> bool {
+        self.done
     }
+
+    fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
+        let Some(cap) = &policy.cap else {
+            self.done = true;
+            return Ok(None);
+        };
+        if self.done {
+            return Ok(None);
+        }
+        let (statement, key) = match &self.start {
+            None => (&self.first, None),
+            Some((key, true)) => (&self.from, Some(key.clone())),
+            Some((key, false)) => (&self.after, Some(key.clone())),
+        };
+        let (deleted, resume_key, resume_at_key, more) =
+            identity::as_table_owner_waiting(policy.owner, crate::gucs::lock_timeout_ms(), || {
+                Spi::connect(|client| {
+                    let rows = client.select(
+                        statement,
+                        None,
+                        &[
+                            key.clone().into(),
+                            cap.max_per_user.into(),
+                            batch_size.into(),
+                        ],
+                    )?;
+                    let mut outcome = (0i64, None, false, false);
+                    for row in rows {
+                        outcome = (
+                            row.get::<i64>(1)?.unwrap_or(0),
+                            row.get::<String>(2)?,
+                            row.get::<bool>(3)?.unwrap_or(false),
+                            row.get::<bool>(4)?.unwrap_or(false),
+                        );
+                    }
+                    Ok::<_, GcError>(outcome)
+                })
+            })?;
+        match (more, resume_key) {
+            (true, Some(resume)) => {
+                // A full batch that deleted nothing at the key it started from met only locked
+                // rows there: move past that user rather than try it again.
+                let stuck = deleted == 0 && key.as_deref() == Some(resume.as_str());
+                self.start = Some((resume, resume_at_key && !stuck));
+            }
+            _ => self.done = true,
+        }
+        Ok(Some(Batch::of_rule(RuleKind::OverCap, deleted)))
+    }
+}
+
+/// The cap's batch statement. `$1` the user key to start after or at (text; unused for the
+/// first batch), `$2` max_per_user, `$3` batch size. Returns rows deleted, the key to resume
+/// from, whether to resume at that key itself (the batch was cut inside a user), and whether
+/// more users may follow.
+fn cap_statement(policy: &Policy, cap: &UserCap, start: Option<&str>) -> String {
+    let table = &policy.quoted_table;
+    let user = cap.quoted_user();
+    let rank = cap.quoted_rank();
+    let from = match start {
+        None => format!("s.{user} IS NOT NULL AND $1::text IS NULL"),
+        Some(op) => format!("s.{user} {op} $1::{}", cap.user_type),
+    };
+    format!(
+        "WITH crowded AS MATERIALIZED (
+             SELECT s.{user} AS who FROM {table} s WHERE {from}
+              GROUP BY s.{user} HAVING count(*) > $2 ORDER BY s.{user} LIMIT $3),
+         beyond AS MATERIALIZED (
+             SELECT v.rel, v.tid, c.who FROM crowded c CROSS JOIN LATERAL (
+                 SELECT s.tableoid AS rel, s.ctid AS tid FROM {table} s WHERE s.{user} = c.who
+                  ORDER BY s.{rank} DESC NULLS LAST, s.ctid DESC OFFSET $2) v
+              ORDER BY c.who LIMIT $3),
+         locked AS MATERIALIZED (
+             SELECT s.tableoid AS rel, s.ctid AS tid FROM {table} s JOIN beyond b
+                 ON s.tableoid = b.rel AND s.ctid = b.tid
+                FOR UPDATE OF s SKIP LOCKED),
+         gone AS (
+             DELETE FROM {table} t USING locked l
+              WHERE t.tableoid = l.rel AND t.ctid = l.tid RETURNING 1)
+         SELECT (SELECT count(*) FROM gone)::int8,
+                CASE WHEN (SELECT count(*) FROM beyond) >= $3
+                     THEN (SELECT who::text FROM beyond ORDER BY who DESC LIMIT 1)
+                     ELSE (SELECT who::text FROM crowded ORDER BY who DESC LIMIT 1) END,
+                (SELECT count(*) FROM beyond) >= $3,
+                (SELECT count(*) FROM beyond) >= $3 OR (SELECT count(*) FROM crowded) >= $3"
+    )
 }
 
 /// The walk along the heap, in block ranges sized to hold about one batch of expired rows.
@@ -356,11 +645,14 @@ impl HeapWalk {
                 args.push(to.as_str().into());
                 let counts =
                     Spi::get_one_with_args::<String>(statement, &args)?.unwrap_or_default();
-                let mut deleted_by_rule = [0i64; 4];
+                let mut deleted_by_rule = [0i64; RULE_KINDS];
                 for (slot, count) in deleted_by_rule.iter_mut().zip(counts.split(',')) {
                     *slot = count.trim().parse().unwrap_or(0);
                 }
-                Ok::<_, GcError>(Batch { deleted_by_rule })
+                Ok::<_, GcError>(Batch {
+                    deleted_by_rule,
+                    partitions_dropped: 0,
+                })
             })
         };
         let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
@@ -497,7 +789,7 @@ impl IndexWalk {
 /// that matches it), and when the longest-expired of them expired.
 #[derive(Debug, Clone, Default)]
 pub struct Census {
-    pub expired_by_rule: [i64; 4],
+    pub expired_by_rule: [i64; RULE_KINDS],
     pub oldest_expired: Option<TimestampWithTimeZone>,
 }
 
@@ -554,6 +846,30 @@ pub fn census(policy: &Policy) -> GcResult<Census> {
                     census.oldest_expired = Some(oldest);
                 }
             }
+        }
+        if let Some(cap) = &policy.cap {
+            // Sessions beyond the cap among those no time rule purges first.
+            let mut conditions = vec![format!("s.{} IS NOT NULL", cap.quoted_user())];
+            for (position, rule) in policy.rules.iter().enumerate() {
+                conditions.push(format!(
+                    "NOT coalesce({}, false)",
+                    rule.predicate("s", position + 1)
+                ));
+            }
+            let sql = format!(
+                "SELECT coalesce(sum(g.n - ${cap_param}), 0)::int8 FROM (
+                     SELECT count(*) AS n FROM {table} s WHERE {conditions}
+                      GROUP BY s.{user} HAVING count(*) > ${cap_param}) g",
+                cap_param = count + 1,
+                table = policy.quoted_table,
+                conditions = conditions.join(" AND "),
+                user = cap.quoted_user(),
+            );
+            let mut args: Vec<pgrx::datum::DatumWithOid> =
+                cutoffs.iter().map(|c| c.clone().into()).collect();
+            args.push(cap.max_per_user.into());
+            census.expired_by_rule[RuleKind::OverCap.index()] =
+                Spi::get_one_with_args::<i64>(&sql, &args)?.unwrap_or(0);
         }
         Ok(census)
     })

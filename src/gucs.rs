@@ -47,6 +47,10 @@ static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(No
 /// Log a line for every worker run that deleted rows or failed.
 static LOG_RUNS: GucSetting<bool> = GucSetting::<bool>::new(true);
 
+/// Send `NOTIFY session_gc` with a JSON payload after each run that deleted something. Off by
+/// default: a notification costs a little and only matters to applications that listen.
+static NOTIFY: GucSetting<bool> = GucSetting::<bool>::new(false);
+
 pub const MAX_BATCH_SIZE: i32 = 1_000_000;
 
 pub fn enabled() -> bool {
@@ -91,6 +95,10 @@ pub fn role() -> Option<String> {
 
 pub fn log_runs() -> bool {
     LOG_RUNS.get()
+}
+
+pub fn notify() -> bool {
+    NOTIFY.get()
 }
 
 pub fn batch_size() -> i32 {
@@ -206,6 +214,14 @@ pub fn init() {
         c"Failures are logged as WARNING whatever this says.",
         &LOG_RUNS,
         GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"session_gc.notify",
+        c"Send NOTIFY session_gc after each run that deleted rows or dropped partitions.",
+        c"The payload is JSON: database, table, run_id, deleted, partitions_dropped, status, trigger.",
+        &NOTIFY,
+        GucContext::Suset,
         GucFlags::default(),
     );
     unsafe { pg_sys::MarkGUCPrefixReserved(c"session_gc".as_ptr()) };

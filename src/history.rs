@@ -77,17 +77,19 @@ pub fn finish(
     status: RunStatus,
     error: Option<&str>,
 ) -> GcResult<()> {
-    let [expired, idle, aged, inactive] = progress.deleted_by_rule;
+    let [expired, idle, aged, inactive, over_cap] = progress.deleted_by_rule;
+    let did_something = progress.deleted() > 0 || progress.partitions_dropped > 0;
     identity::as_extension_owner(|| {
         Spi::run_with_args(
             "DELETE FROM session_gc.history
-              WHERE id = $1 AND trigger = 'worker' AND $2 = 'ok' AND $3 = 0",
-            &[id.into(), status.as_str().into(), progress.deleted().into()],
+              WHERE id = $1 AND trigger = 'worker' AND $2 = 'ok' AND NOT $3",
+            &[id.into(), status.as_str().into(), did_something.into()],
         )?;
         Spi::run_with_args(
             "UPDATE session_gc.history
                 SET finished_at = clock_timestamp(), status = $2, deleted = $3, expired = $4,
-                    idle = $5, aged = $6, inactive = $7, batches = $8, error = $9
+                    idle = $5, aged = $6, inactive = $7, batches = $8, error = $9,
+                    over_cap = $10, partitions_dropped = $11
               WHERE id = $1",
             &[
                 id.into(),
@@ -99,18 +101,39 @@ pub fn finish(
                 inactive.into(),
                 progress.batches.into(),
                 error.into(),
+                over_cap.into(),
+                progress.partitions_dropped.into(),
             ],
         )?;
         // The policy may be gone (unregistered, table dropped): then there is nothing to total.
         Spi::run_with_args(
-            "INSERT INTO session_gc.totals AS t (table_name, runs, deleted_total, last_run, last_deleted, last_status)
-             SELECT p.table_name, 1, $2, now(), $2, $3 FROM session_gc.policies p
+            "INSERT INTO session_gc.totals AS t (table_name, runs, deleted_total, last_run, last_deleted,
+                                                 last_status, partitions_dropped_total, errors_total)
+             SELECT p.table_name, 1, $2, now(), $2, $3, $4, (CASE WHEN $3 = 'error' THEN 1 ELSE 0 END) FROM session_gc.policies p
               WHERE p.table_name = $1::oid::regclass
              ON CONFLICT (table_name) DO UPDATE
                 SET runs = t.runs + 1, deleted_total = t.deleted_total + $2,
-                    last_run = now(), last_deleted = $2, last_status = $3",
-            &[relid.into(), progress.deleted().into(), status.as_str().into()],
+                    last_run = now(), last_deleted = $2, last_status = $3,
+                    partitions_dropped_total = t.partitions_dropped_total + $4,
+                    errors_total = t.errors_total + (CASE WHEN $3 = 'error' THEN 1 ELSE 0 END)",
+            &[
+                relid.into(),
+                progress.deleted().into(),
+                status.as_str().into(),
+                i64::from(progress.partitions_dropped).into(),
+            ],
         )?;
+        if did_something && gucs::notify() {
+            // Delivered when the run's transaction commits, like any NOTIFY.
+            Spi::run_with_args(
+                "SELECT pg_catalog.pg_notify('session_gc', pg_catalog.json_build_object(
+                     'database', pg_catalog.current_database(), 'table', h.table_name,
+                     'run_id', h.id, 'deleted', h.deleted, 'partitions_dropped', h.partitions_dropped,
+                     'status', h.status, 'trigger', h.trigger)::text)
+                   FROM session_gc.history h WHERE h.id = $1",
+                &[id.into()],
+            )?;
+        }
         Ok(())
     })
 }

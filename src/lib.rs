@@ -13,6 +13,7 @@ mod error;
 mod gucs;
 mod history;
 mod identity;
+mod legacy;
 mod pass;
 mod policy;
 mod schema;

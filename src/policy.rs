@@ -3,7 +3,9 @@
 //! A `Policy` is one row of `session_gc.policies`, checked against the table as it is now.
 //! Each configured rule becomes a `Rule` that knows how to compute its cutoff in the column's
 //! own type and how to write "this row is expired" without wrapping the column in a function,
-//! so every rule keeps its index. How the rows are then removed is the engine's business.
+//! so every rule keeps its index. A per-user cap (`UserCap`) says which rows are one too many
+//! for their user. How the rows are then removed (row deletes, or whole partitions dropped:
+//! `Strategy`) is the engine's business.
 
 use crate::error::{GcError, GcResult};
 use crate::identity;
@@ -11,7 +13,7 @@ use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::{pg_sys, PgSqlErrorCode};
 
-/// The four reasons a session row can be purgeable, in the order they are applied.
+/// The reasons a session row can be purgeable, in the order they are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleKind {
     /// `expires_column < now() - grace`
@@ -22,7 +24,12 @@ pub enum RuleKind {
     Aged,
     /// `active_column` is false
     Inactive,
+    /// beyond the newest `max_per_user` sessions of its user
+    OverCap,
 }
+
+/// How many `RuleKind`s there are: the length of per-rule counters.
+pub const RULE_KINDS: usize = 5;
 
 impl RuleKind {
     /// Position in per-rule counters and result columns.
@@ -36,6 +43,7 @@ impl RuleKind {
             RuleKind::Idle => "idle",
             RuleKind::Aged => "max age",
             RuleKind::Inactive => "inactive",
+            RuleKind::OverCap => "max per user",
         }
     }
 
@@ -45,6 +53,7 @@ impl RuleKind {
             RuleKind::Idle => "idle_column",
             RuleKind::Aged => "created_column",
             RuleKind::Inactive => "active_column",
+            RuleKind::OverCap => "activity_column",
         }
     }
 }
@@ -183,10 +192,49 @@ impl Rule {
     }
 }
 
-/// How expired rows are removed. Only row deletes today; whole-partition drops later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The per-user session cap: beyond the newest `max_per_user` sessions of a user (ranked by
+/// `rank_column`, newest first), the rest are purged. Rows whose user is NULL are never capped.
+#[derive(Debug, Clone)]
+pub struct UserCap {
+    /// The user column as stored (unquoted).
+    pub user_column: String,
+    /// The user column's SQL type, for casting keys given as text.
+    pub user_type: String,
+    pub max_per_user: i64,
+    /// The column ranking a user's sessions (last activity, else creation), unquoted.
+    pub rank_column: String,
+}
+
+impl UserCap {
+    pub fn quoted_user(&self) -> String {
+        quote_identifier(&self.user_column)
+    }
+
+    pub fn quoted_rank(&self) -> String {
+        quote_identifier(&self.rank_column)
+    }
+}
+
+/// How expired rows are removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Strategy {
+    /// Batches of row deletes (the default).
     DeleteRows,
+    /// Partitions whose whole range lies before the cutoff of the rule on the partition key
+    /// are dropped; the rest (the current partition, the default partition) by row deletes.
+    DropPartitions {
+        /// Position in `Policy::rules` of the rule on the partition key.
+        key_rule: usize,
+    },
+}
+
+impl Strategy {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::DeleteRows => "delete_rows",
+            Strategy::DropPartitions { .. } => "drop_partitions",
+        }
+    }
 }
 
 /// A registered policy, loaded and checked against the table as it is now.
@@ -197,6 +245,7 @@ pub struct Policy {
     pub quoted_table: String,
     pub owner: pg_sys::Oid,
     pub rules: Vec<Rule>,
+    pub cap: Option<UserCap>,
     pub time_zone: String,
     pub batch_size: Option<i32>,
     pub strategy: Strategy,
@@ -213,6 +262,11 @@ pub struct RuleSpec {
     pub active_column: Option<String>,
     pub grace: String,
     pub epoch_unit: Option<String>,
+    pub user_column: Option<String>,
+    pub max_per_user: Option<i32>,
+    pub activity_column: Option<String>,
+    /// `delete_rows` (None means the same) or `drop_partitions`.
+    pub strategy: Option<String>,
 }
 
 /// Facts about the table a policy is for.
@@ -299,13 +353,8 @@ pub fn check_table_kind(info: &TableInfo) -> GcResult<()> {
     Ok(())
 }
 
-/// Resolves one rule column: it must exist and be of a type the rule can use.
-fn resolve_column(
-    info: &TableInfo,
-    kind: RuleKind,
-    column: &str,
-    epoch_unit: Option<&str>,
-) -> GcResult<ColumnKind> {
+/// The column's base type (domains resolved) and its display type; None when it does not exist.
+fn column_type(info: &TableInfo, column: &str) -> GcResult<Option<(pg_sys::Oid, String)>> {
     let type_row = Spi::get_two_with_args::<pg_sys::Oid, String>(
         "SELECT max(t.oid), max(pg_catalog.format_type(a.atttypid, a.atttypmod))
            FROM pg_catalog.pg_attribute a
@@ -314,13 +363,35 @@ fn resolve_column(
           WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
         &[info.relid.into(), column.into()],
     )?;
-    let (Some(type_oid), Some(type_name)) = type_row else {
-        return Err(GcError::new(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-            format!("column \"{column}\" of relation \"{}\" does not exist", info.display_name),
-        )
-        .detail(format!("It was given as {} of the {} rule.", kind.parameter(), kind.label()))
-        .hint("Column names are matched exactly as written, case included (pass 'sessionToken', not 'sessiontoken')."));
+    Ok(match type_row {
+        (Some(oid), Some(name)) => Some((oid, name)),
+        _ => None,
+    })
+}
+
+fn no_such_column(info: &TableInfo, column: &str, parameter: &str, purpose: &str) -> GcError {
+    GcError::new(
+        PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+        format!("column \"{column}\" of relation \"{}\" does not exist", info.display_name),
+    )
+    .detail(format!("It was given as {parameter} of the {purpose}."))
+    .hint("Column names are matched exactly as written, case included (pass 'sessionToken', not 'sessiontoken').")
+}
+
+/// Resolves one rule column: it must exist and be of a type the rule can use.
+fn resolve_column(
+    info: &TableInfo,
+    kind: RuleKind,
+    column: &str,
+    epoch_unit: Option<&str>,
+) -> GcResult<ColumnKind> {
+    let Some((type_oid, type_name)) = column_type(info, column)? else {
+        return Err(no_such_column(
+            info,
+            column,
+            kind.parameter(),
+            &format!("{} rule", kind.label()),
+        ));
     };
     let wrong_type = |expected: &str| {
         GcError::new(
@@ -450,17 +521,31 @@ pub fn build_rules(info: &TableInfo, spec: &RuleSpec) -> GcResult<Vec<Rule>> {
             lifetime,
         });
     }
-    if rules.is_empty() {
+    Ok(rules)
+}
+
+/// A policy's rules, cap and strategy, checked against the table.
+pub struct Resolved {
+    pub rules: Vec<Rule>,
+    pub cap: Option<UserCap>,
+    pub strategy: Strategy,
+}
+
+/// Checks everything `register()` was given against the table: the rules, the per-user cap
+/// and the strategy. Used by `register()` and by every load, so a table altered after
+/// registration is caught before anything is deleted.
+pub fn resolve(info: &TableInfo, spec: &RuleSpec) -> GcResult<Resolved> {
+    let rules = build_rules(info, spec)?;
+    let cap = build_cap(info, spec)?;
+    if rules.is_empty() && cap.is_none() {
         return Err(GcError::invalid_parameter("no expiry rule given")
-            .detail("A policy needs at least one rule to decide which rows are expired.")
-            .hint("Pass expires_column, idle_column with idle_timeout, created_column with max_age, or active_column."));
+            .detail("A policy needs at least one rule to decide which rows are purged.")
+            .hint("Pass expires_column, idle_column with idle_timeout, created_column with max_age, active_column, or user_column with max_per_user."));
     }
-    let uses_integers = rules.iter().any(|r| {
-        matches!(
-            r.column_kind,
-            ColumnKind::EpochSeconds | ColumnKind::EpochMillis
-        )
-    });
+    let integer_kind =
+        |kind: ColumnKind| matches!(kind, ColumnKind::EpochSeconds | ColumnKind::EpochMillis);
+    let uses_integers = rules.iter().any(|r| integer_kind(r.column_kind))
+        || cap.as_ref().is_some_and(|(_, kind)| integer_kind(*kind));
     if spec.epoch_unit.is_some() && !uses_integers {
         return Err(GcError::invalid_parameter(
             "epoch_unit given but no rule column is an integer",
@@ -468,7 +553,169 @@ pub fn build_rules(info: &TableInfo, spec: &RuleSpec) -> GcResult<Vec<Rule>> {
         .detail("epoch_unit only says how to read integer (epoch) columns.")
         .hint("Leave epoch_unit out for timestamp and date columns."));
     }
-    Ok(rules)
+    let strategy = resolve_strategy(info, spec.strategy.as_deref(), &rules)?;
+    Ok(Resolved {
+        rules,
+        cap: cap.map(|(cap, _)| cap),
+        strategy,
+    })
+}
+
+/// The per-user cap, if one was asked for, with the kind of its ranking column.
+fn build_cap(info: &TableInfo, spec: &RuleSpec) -> GcResult<Option<(UserCap, ColumnKind)>> {
+    let both = "A per-user cap needs both the user column and the number of sessions kept.";
+    let (user_column, max_per_user) = match (&spec.user_column, spec.max_per_user) {
+        (None, None) => {
+            if spec.activity_column.is_some() {
+                return Err(GcError::invalid_parameter(
+                    "activity_column given without max_per_user",
+                )
+                .detail("activity_column only ranks a user's sessions for the per-user cap.")
+                .hint("Pass user_column and max_per_user as well, or leave activity_column out."));
+            }
+            return Ok(None);
+        }
+        (Some(column), None) => {
+            return Err(GcError::invalid_parameter(format!(
+                "user_column \"{column}\" given without max_per_user"
+            ))
+            .detail(both)
+            .hint("Pass max_per_user => 5 (for example) as well."))
+        }
+        (None, Some(_)) => {
+            return Err(
+                GcError::invalid_parameter("max_per_user given without user_column")
+                    .detail(both)
+                    .hint("Pass user_column => 'user_id' (for example) as well."),
+            )
+        }
+        (Some(column), Some(max)) => (column, max),
+    };
+    if max_per_user < 1 {
+        return Err(GcError::invalid_parameter(format!(
+            "max_per_user must be at least 1, got {max_per_user}"
+        ))
+        .detail("max_per_user is how many sessions of one user are kept; 0 would log everyone out.")
+        .hint("Pass a positive number such as 5."));
+    }
+    if column_type(info, user_column)?.is_none() {
+        return Err(no_such_column(
+            info,
+            user_column,
+            "user_column",
+            "per-user cap",
+        ));
+    }
+    let Some(rank_column) = spec
+        .activity_column
+        .as_ref()
+        .or(spec.idle_column.as_ref())
+        .or(spec.created_column.as_ref())
+    else {
+        return Err(GcError::invalid_parameter(
+            "max_per_user needs a column to rank a user's sessions by",
+        )
+        .detail(
+            "The oldest sessions beyond the cap are purged: by last activity, else by creation.",
+        )
+        .hint("Pass activity_column => 'last_seen_at' (or give idle_column or created_column)."));
+    };
+    let rank_kind = resolve_column(
+        info,
+        RuleKind::OverCap,
+        rank_column,
+        spec.epoch_unit.as_deref(),
+    )?;
+    // Keys of the user column travel as text; cast them back to its (schema-qualified) base type.
+    let user_type = Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(t.typname)
+           FROM pg_catalog.pg_attribute a
+           JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+           JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE a.atttypid END
+           JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+          WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped",
+        &[info.relid.into(), user_column.as_str().into()],
+    )?
+    .unwrap_or_else(|| "pg_catalog.text".into());
+    Ok(Some((
+        UserCap {
+            user_column: user_column.clone(),
+            user_type,
+            max_per_user: i64::from(max_per_user),
+            rank_column: rank_column.clone(),
+        },
+        rank_kind,
+    )))
+}
+
+/// The removal strategy; `drop_partitions` only for a table range-partitioned on the column of
+/// one of its time rules, and not referenced by foreign keys (a dropped partition would skip
+/// their ON DELETE actions).
+fn resolve_strategy(
+    info: &TableInfo,
+    strategy: Option<&str>,
+    rules: &[Rule],
+) -> GcResult<Strategy> {
+    match strategy.unwrap_or("delete_rows") {
+        "delete_rows" => return Ok(Strategy::DeleteRows),
+        "drop_partitions" => {}
+        other => {
+            return Err(GcError::invalid_parameter(format!("invalid strategy \"{other}\""))
+                .detail("A policy deletes rows (delete_rows, the default) or drops whole expired partitions (drop_partitions).")
+                .hint("Pass strategy => 'delete_rows' or strategy => 'drop_partitions'."))
+        }
+    }
+    let not_range = |why: String| {
+        GcError::new(PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE, why)
+            .detail("drop_partitions drops the partitions of a table range-partitioned on the column of an expiry rule, once their whole range has expired.")
+            .hint("Use strategy => 'delete_rows', or partition the table with PARTITION BY RANGE on its expiry column.")
+    };
+    let (strategy_code, key_count, key_column) = Spi::get_three_with_args::<String, i32, String>(
+        "SELECT max(pt.partstrat::text), max(pt.partnatts::int4), max(a.attname::text)
+           FROM pg_catalog.pg_partitioned_table pt
+           LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+          WHERE pt.partrelid = $1",
+        &[info.relid.into()],
+    )?;
+    if info.relkind != 'p' || strategy_code.is_none() {
+        return Err(not_range(format!(
+            "\"{}\" is not a partitioned table",
+            info.display_name
+        )));
+    }
+    let (Some("r"), Some(1), Some(key)) = (strategy_code.as_deref(), key_count, key_column) else {
+        return Err(not_range(format!(
+            "\"{}\" is not partitioned by range on one column",
+            info.display_name
+        )));
+    };
+    let Some(key_rule) = rules.iter().position(|r| r.is_ordered() && r.column == key) else {
+        return Err(not_range(format!(
+            "the partition key \"{key}\" of \"{}\" is not the column of an expiry rule",
+            info.display_name
+        )));
+    };
+    let reference = Spi::get_two_with_args::<String, String>(
+        "SELECT max(f.conname), max(f.referencing) FROM (
+             SELECT c.conname::text AS conname, c.conrelid::regclass::text AS referencing
+               FROM pg_catalog.pg_constraint c
+              WHERE c.contype = 'f' AND c.conparentid = 0
+                AND c.confrelid IN (SELECT relid FROM pg_catalog.pg_partition_tree($1::oid::regclass))
+              ORDER BY c.oid LIMIT 1) f",
+        &[info.relid.into()],
+    )?;
+    if let (Some(constraint), Some(referencing)) = reference {
+        return Err(GcError::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "drop_partitions cannot be used on \"{}\": foreign key \"{constraint}\" of {referencing} references it",
+                info.display_name
+            ),
+        )
+        .detail("Dropping a partition would skip the ON DELETE actions of the rows referencing it.")
+        .hint("Use strategy => 'delete_rows' for a table other tables reference."));
+    }
+    Ok(Strategy::DropPartitions { key_rule })
 }
 
 impl Policy {
@@ -481,7 +728,7 @@ impl Policy {
         };
         let info = table_info(relid)?;
         check_table_kind(&info)?;
-        let rules = build_rules(&info, &stored.spec).map_err(|e| {
+        let resolved = resolve(&info, &stored.spec).map_err(|e| {
             let detail = format!(
                 "The policy of {} no longer matches the table: {}",
                 info.display_name,
@@ -495,10 +742,11 @@ impl Policy {
             relid,
             quoted_table: info.quoted_table,
             owner: info.owner,
-            rules,
+            rules: resolved.rules,
+            cap: resolved.cap,
             time_zone: stored.time_zone,
             batch_size: stored.batch_size,
-            strategy: Strategy::DeleteRows,
+            strategy: resolved.strategy,
         }))
     }
 
@@ -535,7 +783,8 @@ fn read_stored(relid: pg_sys::Oid) -> GcResult<Option<StoredPolicy>> {
         let rows = client.select(
             "SELECT expires_column::text, idle_column::text, idle_timeout::text,
                     created_column::text, max_age::text, active_column::text, grace::text,
-                    epoch_unit, time_zone, batch_size
+                    epoch_unit, time_zone, batch_size, user_column::text, max_per_user,
+                    activity_column::text, strategy
                FROM session_gc.policies WHERE table_name = $1::oid::regclass",
             None,
             &[relid.into()],
@@ -552,6 +801,10 @@ fn read_stored(relid: pg_sys::Oid) -> GcResult<Option<StoredPolicy>> {
                     active_column: row.get(6)?,
                     grace: row.get::<String>(7)?.unwrap_or_else(|| "0".into()),
                     epoch_unit: row.get(8)?,
+                    user_column: row.get(11)?,
+                    max_per_user: row.get(12)?,
+                    activity_column: row.get(13)?,
+                    strategy: row.get(14)?,
                 },
                 time_zone: row.get::<String>(9)?.unwrap_or_else(|| "UTC".into()),
                 batch_size: row.get(10)?,

@@ -1,5 +1,10 @@
 //! The extension's own tables, views and event trigger: what `CREATE EXTENSION` lays down
 //! besides the functions. Privileges are settled last, once every function exists.
+//! Also the check that those objects are of this library's version.
+
+use crate::error::{GcError, GcResult};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
 
 pgrx::extension_sql!(
     r#"
@@ -18,13 +23,20 @@ CREATE TABLE session_gc.policies (
     time_zone       text        NOT NULL,
     batch_size      integer     CHECK (batch_size > 0),
     enabled         boolean     NOT NULL DEFAULT true,
-    strategy        text        NOT NULL DEFAULT 'delete_rows' CHECK (strategy IN ('delete_rows')),
+    strategy        text        NOT NULL DEFAULT 'delete_rows'
+                    CONSTRAINT policies_strategy_check CHECK (strategy IN ('delete_rows', 'drop_partitions')),
     registered_by   name        NOT NULL DEFAULT current_user,
     registered_at   timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
-    CHECK ((idle_column IS NULL) = (idle_timeout IS NULL)),
-    CHECK ((created_column IS NULL) = (max_age IS NULL)),
-    CHECK (num_nonnulls(expires_column, idle_column, created_column, active_column) > 0)
+    -- Since 0.2.0: the per-user cap (the oldest sessions beyond max_per_user are purged).
+    user_column     name,
+    max_per_user    integer     CONSTRAINT policies_max_per_user_check CHECK (max_per_user > 0),
+    activity_column name,
+    CONSTRAINT policies_check CHECK ((idle_column IS NULL) = (idle_timeout IS NULL)),
+    CONSTRAINT policies_check1 CHECK ((created_column IS NULL) = (max_age IS NULL)),
+    CONSTRAINT policies_check2
+        CHECK (num_nonnulls(expires_column, idle_column, created_column, active_column, user_column) > 0),
+    CONSTRAINT policies_cap_check CHECK ((user_column IS NULL) = (max_per_user IS NULL))
 );
 COMMENT ON TABLE session_gc.policies IS 'Expiry policies registered with session_gc.register()';
 SELECT pg_catalog.pg_extension_config_dump('session_gc.policies', '');
@@ -36,7 +48,9 @@ CREATE TABLE session_gc.totals (
     deleted_total  bigint      NOT NULL DEFAULT 0,
     last_run       timestamptz,
     last_deleted   bigint,
-    last_status    text
+    last_status    text,
+    partitions_dropped_total bigint NOT NULL DEFAULT 0,
+    errors_total   bigint      NOT NULL DEFAULT 0
 );
 
 -- One row per run and table; trimmed by session_gc.history_retention.
@@ -56,7 +70,9 @@ CREATE TABLE session_gc.history (
     inactive     bigint      NOT NULL DEFAULT 0,
     batches      integer     NOT NULL DEFAULT 0,
     error        text,
-    pid          integer
+    pid          integer,
+    over_cap     bigint      NOT NULL DEFAULT 0,
+    partitions_dropped integer NOT NULL DEFAULT 0
 );
 CREATE INDEX history_started_at_idx ON session_gc.history (started_at);
 CREATE INDEX history_relid_idx ON session_gc.history (relid, started_at);
@@ -127,7 +143,41 @@ pgrx::extension_sql!(
 -- Nothing is callable or readable by default; see the README's Security section for grants.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA session_gc FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA session_gc FROM PUBLIC;
+-- Monitoring (postgres_exporter and the like) reads counts, never session rows.
+GRANT USAGE ON SCHEMA session_gc TO pg_monitor;
+GRANT EXECUTE ON FUNCTION session_gc.metrics() TO pg_monitor;
+GRANT EXECUTE ON FUNCTION session_gc.worker_status() TO pg_monitor;
 "#,
     name = "privileges",
     finalize
 );
+
+/// The version of the extension's SQL objects in this database; None when not installed.
+pub fn installed_version() -> GcResult<Option<String>> {
+    Ok(Spi::get_one::<String>(
+        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'session_gc'",
+    )?)
+}
+
+/// This library's version: the one its SQL objects must have.
+pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Refuses with 55000 when the database still has the SQL objects of another version: after a
+/// package upgrade, until `ALTER EXTENSION session_gc UPDATE` has run.
+pub fn require_current() -> GcResult<()> {
+    match installed_version()? {
+        Some(version) if version != LIBRARY_VERSION => Err(update_needed(&version)),
+        _ => Ok(()),
+    }
+}
+
+pub fn update_needed(installed: &str) -> GcError {
+    GcError::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "session_gc {installed} is installed in this database but the library is {LIBRARY_VERSION}"
+        ),
+    )
+    .detail("The package was upgraded; this database's session_gc functions and tables were not.")
+    .hint("Run ALTER EXTENSION session_gc UPDATE; in this database.")
+}

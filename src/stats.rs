@@ -65,3 +65,75 @@ fn planner_row_estimate(policy: &Policy) -> GcResult<Option<i64>> {
         .and_then(|rows| rows.as_f64());
     Ok(rows.map(|rows| rows.round() as i64))
 }
+
+/// One table's figures for monitoring: counters since registration, the backlog now, and how
+/// long ago the last run was. `backlog` is None when the policy no longer matches the table.
+pub struct TableMetrics {
+    pub table_name: String,
+    pub enabled: bool,
+    pub strategy: String,
+    pub runs_total: i64,
+    pub deleted_total: i64,
+    pub partitions_dropped_total: i64,
+    pub errors_total: i64,
+    pub backlog: Option<engine::Census>,
+    pub last_run_age_seconds: Option<f64>,
+    pub last_status: Option<String>,
+    pub table_bytes: Option<i64>,
+}
+
+/// Every registered table's metrics. Counts only, so no ownership is required; a policy that
+/// cannot be loaded shows up with no backlog rather than failing the whole scrape.
+pub fn metrics() -> GcResult<Vec<TableMetrics>> {
+    let mut all = Vec::new();
+    for relid in Policy::registered_tables(false)? {
+        let counters = identity::as_extension_owner(|| {
+            Spi::connect(|client| {
+                let rows = client.select(
+                    "SELECT p.table_name::text, p.enabled, p.strategy, coalesce(t.runs, 0),
+                            coalesce(t.deleted_total, 0), coalesce(t.partitions_dropped_total, 0),
+                            coalesce(t.errors_total, 0),
+                            extract(epoch FROM now() - t.last_run)::float8, t.last_status,
+                            (SELECT sum(pg_catalog.pg_total_relation_size(x.relid))::int8
+                               FROM (SELECT y.relid FROM pg_catalog.pg_partition_tree(p.table_name) y
+                                      WHERE y.isleaf
+                                     UNION
+                                     SELECT p.table_name WHERE NOT EXISTS (
+                                         SELECT 1 FROM pg_catalog.pg_partition_tree(p.table_name))) x)
+                       FROM session_gc.policies p LEFT JOIN session_gc.totals t USING (table_name)
+                      WHERE p.table_name = $1::oid::regclass",
+                    None,
+                    &[relid.into()],
+                )?;
+                let mut found = None;
+                for row in rows {
+                    found = Some(TableMetrics {
+                        table_name: row.get(1)?.unwrap_or_default(),
+                        enabled: row.get(2)?.unwrap_or(false),
+                        strategy: row.get(3)?.unwrap_or_default(),
+                        runs_total: row.get(4)?.unwrap_or(0),
+                        deleted_total: row.get(5)?.unwrap_or(0),
+                        partitions_dropped_total: row.get(6)?.unwrap_or(0),
+                        errors_total: row.get(7)?.unwrap_or(0),
+                        backlog: None,
+                        last_run_age_seconds: row.get(8)?,
+                        last_status: row.get(9)?,
+                        table_bytes: row.get(10)?,
+                    });
+                }
+                Ok::<_, crate::error::GcError>(found)
+            })
+        })?;
+        let Some(mut counters) = counters else {
+            continue;
+        };
+        counters.backlog = crate::txn::in_subtransaction(|| {
+            let policy = Policy::load(relid)?;
+            policy.map(|p| engine::census(&p)).transpose()
+        })
+        .ok()
+        .flatten();
+        all.push(counters);
+    }
+    Ok(all)
+}

@@ -233,9 +233,21 @@ pub extern "C-unwind" fn session_gc_worker_main(_arg: pg_sys::Datum) {
         return;
     }
     let mut tx = WorkerTransactions;
-    match tx.run(extension_installed) {
-        Ok(true) => {}
-        Ok(false) => return,
+    match tx.run(crate::schema::installed_version) {
+        Ok(Some(version)) if version == crate::schema::LIBRARY_VERSION => {}
+        Ok(Some(version)) => {
+            // The package was upgraded but this database was not: purging with this library's
+            // SQL would fail on every table, so say once per interval what to do instead.
+            let refusal = crate::schema::update_needed(&version);
+            GcError::new(
+                refusal.code,
+                format!("session_gc worker in {database}: {}", refusal.message),
+            )
+            .hint(refusal.hint.unwrap_or_default())
+            .warn();
+            return;
+        }
+        Ok(None) => return,
         Err(error) => {
             GcError::new(
                 error.code,
@@ -290,11 +302,4 @@ pub extern "C-unwind" fn session_gc_worker_main(_arg: pg_sys::Datum) {
         }
     }
     report_idle();
-}
-
-fn extension_installed() -> GcResult<bool> {
-    Ok(Spi::get_one::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'session_gc')",
-    )?
-    .unwrap_or(false))
 }

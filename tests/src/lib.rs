@@ -246,6 +246,14 @@ impl Cluster {
 
     /// A fresh database with the extension created in it.
     pub fn fresh_db(&self, name: &str) -> String {
+        self.empty_db(name);
+        let mut client = self.connect(name);
+        client.batch_execute("CREATE EXTENSION session_gc").unwrap();
+        name.to_string()
+    }
+
+    /// A fresh database without the extension.
+    pub fn empty_db(&self, name: &str) -> String {
         let mut admin = self.connect("postgres");
         admin
             .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
@@ -253,8 +261,6 @@ impl Cluster {
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap();
-        let mut client = self.connect(name);
-        client.batch_execute("CREATE EXTENSION session_gc").unwrap();
         name.to_string()
     }
 }

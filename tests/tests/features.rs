@@ -1,0 +1,605 @@
+//! What 0.2.0 added, on a real cluster: per-user session caps, the `drop_partitions` strategy,
+//! NOTIFY after runs, the metrics function with the postgres_exporter queries shipped in
+//! `docs/`, and the packaging metadata.
+
+use postgres::Client;
+use session_gc_integration::{count, expect_error, scalar, shared_cluster};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn db(name: &str) -> Client {
+    let cluster = shared_cluster();
+    let db = cluster.fresh_db(name);
+    cluster.connect(&db)
+}
+
+fn repo_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+/// A session table whose `last_seen` may be NULL (never active), with the indexes caps use.
+const CAPPED: &str = "
+    CREATE TABLE sessions (
+        id         bigserial PRIMARY KEY,
+        user_id    int,
+        last_seen  timestamptz,
+        expires    timestamptz NOT NULL DEFAULT now() + interval '1 day'
+    );
+    CREATE INDEX ON sessions (user_id);
+    CREATE INDEX ON sessions (expires);";
+
+/// `(deleted, expired, over_cap, partitions_dropped, batches, status)` of one cleanup() row.
+fn cleanup(client: &mut Client, args: &str) -> (i64, i64, i64, i32, i32, String) {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT deleted, expired, over_cap, partitions_dropped, batches, status
+                   FROM session_gc.cleanup({args})"
+            ),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("cleanup({args}): {e}"));
+    (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    )
+}
+
+#[test]
+fn per_user_cap_keeps_the_newest_sessions_of_each_user() {
+    let mut c = db("f_cap");
+    c.batch_execute(CAPPED).unwrap();
+    // 400 users with 1..=11 sessions each, all distinct in time; user 0 has ties only; NULL users
+    // (anonymous sessions) are never capped; user -1 has sessions never active (NULL last_seen).
+    c.batch_execute(
+        "INSERT INTO sessions (user_id, last_seen)
+              SELECT u, now() - (u * 100 + k) * interval '1 second'
+                FROM generate_series(1, 400) u, generate_series(1, 1 + u % 11) k;
+         INSERT INTO sessions (user_id, last_seen) SELECT 0, '2026-01-01 00:00+00' FROM generate_series(1, 7);
+         INSERT INTO sessions (user_id, last_seen) SELECT NULL, now() FROM generate_series(1, 30);
+         INSERT INTO sessions (user_id, last_seen) VALUES (-1, NULL), (-1, NULL), (-1, now()), (-1, now() - interval '1 day');
+         CREATE TABLE expected AS
+              SELECT id FROM (SELECT id, row_number() OVER (PARTITION BY user_id ORDER BY last_seen DESC NULLS LAST) AS rank
+                                FROM sessions WHERE user_id > 0) r
+               WHERE rank <= 4;",
+    )
+    .unwrap();
+    let registered: String = scalar(
+        &mut c,
+        "SELECT session_gc.register('sessions', expires_column => 'expires', user_column => 'user_id',
+                                    max_per_user => 4, activity_column => 'last_seen')",
+    );
+    assert!(registered.contains("4 newer sessions"), "{registered}");
+    let over_cap_before: i64 = scalar(&mut c, "SELECT over_cap FROM session_gc.stats('sessions')");
+    let (deleted, expired, over_cap, _, batches, status) = cleanup(&mut c, "batch_size => 50");
+    assert_eq!(status, "ok");
+    assert_eq!(expired, 0);
+    assert_eq!(deleted, over_cap);
+    assert_eq!(over_cap, over_cap_before);
+    assert!(batches > 10, "small batches: {batches}");
+    // Every user keeps exactly min(sessions, 4); the ones kept are the newest.
+    assert_eq!(
+        count(
+            &mut c,
+            "(SELECT user_id FROM sessions WHERE user_id IS NOT NULL GROUP BY 1 HAVING count(*) > 4) x"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&mut c, "sessions WHERE user_id > 0"),
+        count(&mut c, "expected")
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "sessions s WHERE s.user_id > 0 AND NOT EXISTS (SELECT 1 FROM expected e WHERE e.id = s.id)"
+        ),
+        0
+    );
+    assert_eq!(count(&mut c, "sessions WHERE user_id = 0"), 4, "ties");
+    assert_eq!(count(&mut c, "sessions WHERE user_id IS NULL"), 30);
+    // Of user -1's four sessions all are kept; with a cap of 2 the never-active ones go first.
+    assert_eq!(count(&mut c, "sessions WHERE user_id = -1"), 4);
+    c.batch_execute(
+        "SELECT session_gc.register('sessions', user_column => 'user_id', max_per_user => 2,
+                                    activity_column => 'last_seen')",
+    )
+    .unwrap();
+    cleanup(&mut c, "");
+    assert_eq!(
+        count(
+            &mut c,
+            "sessions WHERE user_id = -1 AND last_seen IS NOT NULL"
+        ),
+        2
+    );
+    assert_eq!(count(&mut c, "sessions WHERE user_id = -1"), 2);
+    // Nothing beyond the cap left: a second run deletes nothing.
+    assert_eq!(cleanup(&mut c, "").0, 0);
+}
+
+#[test]
+fn per_user_cap_applies_after_the_time_rules_and_skips_locked_rows() {
+    let cluster = shared_cluster();
+    let name = cluster.fresh_db("f_cap_rules");
+    let mut c = cluster.connect(&name);
+    c.batch_execute(CAPPED).unwrap();
+    // User 1: three expired and three live sessions; a cap of three leaves the live ones.
+    // User 2: five live sessions, the oldest held by the application.
+    c.batch_execute(
+        "INSERT INTO sessions (user_id, last_seen, expires)
+              SELECT 1, now() - g * interval '1 minute', now() - interval '1 hour' FROM generate_series(1, 3) g;
+         INSERT INTO sessions (user_id, last_seen) SELECT 1, now() - g * interval '1 hour' FROM generate_series(1, 3) g;
+         INSERT INTO sessions (user_id, last_seen) SELECT 2, now() - g * interval '1 hour' FROM generate_series(1, 5) g;
+         SELECT session_gc.register('sessions', expires_column => 'expires', user_column => 'user_id',
+                                    max_per_user => 3, activity_column => 'last_seen');",
+    )
+    .unwrap();
+    let mut app = cluster.connect(&name);
+    app.batch_execute(
+        "BEGIN; SELECT * FROM sessions WHERE user_id = 2 ORDER BY last_seen LIMIT 1 FOR UPDATE",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (deleted, expired, over_cap, _, _, status) = cleanup(&mut c, "");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the purge did not wait for the application's lock: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, "ok");
+    assert_eq!((deleted, expired, over_cap), (4, 3, 1));
+    assert_eq!(
+        count(&mut c, "sessions WHERE user_id = 1 AND expires > now()"),
+        3
+    );
+    assert_eq!(count(&mut c, "sessions WHERE user_id = 2"), 4);
+    app.batch_execute("COMMIT").unwrap();
+    assert_eq!(cleanup(&mut c, "").2, 1);
+    assert_eq!(count(&mut c, "sessions WHERE user_id = 2"), 3);
+    assert_eq!(
+        count(
+            &mut c,
+            "sessions WHERE user_id = 2 AND last_seen < now() - interval '3 hours' - interval '1 minute'"
+        ),
+        0,
+        "the newest three are kept"
+    );
+}
+
+#[test]
+fn per_user_cap_bad_input_is_refused() {
+    let mut c = db("f_cap_errors");
+    c.batch_execute(CAPPED).unwrap();
+    c.batch_execute("ALTER TABLE sessions ADD COLUMN flag boolean")
+        .unwrap();
+    let cases = [
+        ("user_column => 'user_id'", "22023", "max_per_user"),
+        ("max_per_user => 3", "22023", "user_column"),
+        (
+            "user_column => 'user_id', max_per_user => 0, activity_column => 'last_seen'",
+            "22023",
+            "at least 1",
+        ),
+        (
+            "user_column => 'nobody', max_per_user => 3, activity_column => 'last_seen'",
+            "42703",
+            "nobody",
+        ),
+        (
+            "user_column => 'user_id', max_per_user => 3",
+            "22023",
+            "rank",
+        ),
+        (
+            "expires_column => 'expires', activity_column => 'last_seen'",
+            "22023",
+            "activity_column",
+        ),
+        (
+            "user_column => 'user_id', max_per_user => 3, activity_column => 'flag'",
+            "42804",
+            "flag",
+        ),
+    ];
+    for (args, code, mentions) in cases {
+        let error = expect_error(
+            &mut c,
+            &format!("SELECT session_gc.register('sessions', {args})"),
+        );
+        assert_eq!(error.code, code, "{args}: {}", error.message);
+        assert!(
+            error.message.contains(mentions),
+            "{args}: {}",
+            error.message
+        );
+        assert!(error.detail.is_some() && error.hint.is_some(), "{args}");
+    }
+    assert_eq!(count(&mut c, "session_gc.policies"), 0);
+}
+
+/// A table partitioned by day on `expires`, six days back to two ahead, and a default
+/// partition; 8,000 rows over the last six days, ten long expired, ten far in the future.
+fn partitioned_table(c: &mut Client) {
+    c.batch_execute(
+        "CREATE TABLE psessions (id bigint NOT NULL, expires timestamptz NOT NULL, data text)
+             PARTITION BY RANGE (expires);",
+    )
+    .unwrap();
+    let partitions: Vec<String> = c
+        .query(
+            "SELECT format('CREATE TABLE %I PARTITION OF psessions FOR VALUES FROM (%L) TO (%L)',
+                           'psessions_' || to_char(d, 'YYYYMMDD'), d, d + interval '1 day')
+               FROM generate_series(date_trunc('day', now()) - interval '6 days',
+                                    date_trunc('day', now()) + interval '2 days', interval '1 day') d",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for statement in partitions {
+        c.batch_execute(&statement).unwrap();
+    }
+    c.batch_execute(
+        "CREATE TABLE psessions_default PARTITION OF psessions DEFAULT;
+         CREATE INDEX ON psessions (expires);
+         INSERT INTO psessions SELECT g, now() - interval '6 days' + g * interval '1 minute', 'x'
+           FROM generate_series(1, 8000) g;
+         INSERT INTO psessions SELECT g, now() - interval '30 days', 'old' FROM generate_series(1, 10) g;
+         INSERT INTO psessions SELECT g, now() + interval '30 days', 'future' FROM generate_series(1, 10) g;",
+    )
+    .unwrap();
+}
+
+fn partitions(c: &mut Client) -> Vec<String> {
+    c.query(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+          WHERE i.inhparent = 'psessions'::regclass ORDER BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[test]
+fn drop_partitions_drops_whole_expired_partitions_and_deletes_the_rest() {
+    let mut c = db("f_partitions");
+    partitioned_table(&mut c);
+    let live = count(&mut c, "psessions WHERE expires >= now()");
+    let before = partitions(&mut c);
+    assert_eq!(before.len(), 10);
+    // With two days of grace, only partitions ending more than two days ago go.
+    c.batch_execute(
+        "SELECT session_gc.register('psessions', expires_column => 'expires', grace => '2 days',
+                                    strategy => 'drop_partitions')",
+    )
+    .unwrap();
+    let (_, _, _, dropped, _, status) = cleanup(&mut c, "");
+    assert_eq!(status, "ok");
+    assert_eq!(
+        dropped,
+        4,
+        "the days from six to three days back: {:?}",
+        partitions(&mut c)
+    );
+    assert_eq!(
+        count(
+            &mut c,
+            "psessions WHERE expires < now() - interval '2 days'"
+        ),
+        0
+    );
+    assert!(count(&mut c, "psessions WHERE expires < now()") > 0);
+    // Without grace: every partition that ended before now goes; the current partition's and
+    // the default partition's expired rows are deleted row by row; live rows all stay.
+    c.batch_execute(
+        "SELECT session_gc.register('psessions', expires_column => 'expires', strategy => 'drop_partitions')",
+    )
+    .unwrap();
+    let (deleted, expired, _, dropped, _, status) = cleanup(&mut c, "");
+    assert_eq!(status, "ok");
+    assert_eq!(dropped, 2, "the day before yesterday and yesterday");
+    assert!(deleted > 0 && deleted == expired);
+    assert_eq!(count(&mut c, "psessions WHERE expires < now()"), 0);
+    assert_eq!(count(&mut c, "psessions WHERE expires >= now()"), live);
+    let after = partitions(&mut c);
+    assert_eq!(after.len(), 4, "{after:?}");
+    assert!(after.contains(&"psessions_default".to_string()));
+    let totals: i64 = scalar(
+        &mut c,
+        "SELECT partitions_dropped_total FROM session_gc.totals",
+    );
+    assert_eq!(totals, 6);
+    let history: i64 = scalar(
+        &mut c,
+        "SELECT sum(partitions_dropped)::int8 FROM session_gc.history",
+    );
+    assert_eq!(history, 6);
+}
+
+#[test]
+fn drop_partitions_skips_a_locked_partition_and_never_drops_a_detached_one() {
+    let cluster = shared_cluster();
+    let name = cluster.fresh_db("f_partition_locks");
+    let mut c = cluster.connect(&name);
+    partitioned_table(&mut c);
+    c.batch_execute(
+        "SELECT session_gc.register('psessions', expires_column => 'expires', strategy => 'drop_partitions')",
+    )
+    .unwrap();
+    let expired_partitions: Vec<String> = partitions(&mut c)
+        .into_iter()
+        .filter(|p| p != "psessions_default")
+        .take(3)
+        .collect();
+    let (oldest, detached) = (&expired_partitions[0], &expired_partitions[1]);
+    // The application reads the oldest partition in an open transaction; the DBA detaches another.
+    let mut app = cluster.connect(&name);
+    app.batch_execute(&format!("BEGIN; SELECT count(*) FROM {oldest}"))
+        .unwrap();
+    c.batch_execute(&format!(
+        "ALTER TABLE psessions DETACH PARTITION {detached}"
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let (_, _, _, dropped, _, status) = cleanup(&mut c, "");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no long wait for the application's lock: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, "ok");
+    let left = partitions(&mut c);
+    assert!(
+        left.contains(oldest),
+        "the locked partition is left: {left:?}"
+    );
+    assert_eq!(
+        dropped, 4,
+        "the six expired partitions but the locked and the detached one"
+    );
+    let detached_rows = count(&mut c, detached);
+    assert!(detached_rows > 0, "the detached table is untouched");
+    app.batch_execute("COMMIT").unwrap();
+    assert_eq!(cleanup(&mut c, "").3, 1, "dropped on the next run");
+    assert!(!partitions(&mut c).contains(oldest));
+    assert_eq!(count(&mut c, detached), detached_rows);
+}
+
+#[test]
+fn drop_partitions_is_refused_for_tables_not_partitioned_that_way() {
+    let mut c = db("f_partition_errors");
+    c.batch_execute(
+        "CREATE TABLE plain (id int PRIMARY KEY, expires timestamptz);
+         CREATE TABLE hashed (id int, expires timestamptz) PARTITION BY HASH (id);
+         CREATE TABLE by_id (id int, expires timestamptz) PARTITION BY RANGE (id);
+         CREATE TABLE two_keys (id int, expires timestamptz) PARTITION BY RANGE (expires, id);
+         CREATE TABLE referenced (id int, expires timestamptz, PRIMARY KEY (id, expires)) PARTITION BY RANGE (expires);
+         CREATE TABLE child (id int, expires timestamptz, FOREIGN KEY (id, expires) REFERENCES referenced ON DELETE CASCADE);",
+    )
+    .unwrap();
+    let cases = [
+        ("plain", "expires_column => 'expires'", "42809"),
+        ("hashed", "expires_column => 'expires'", "42809"),
+        ("by_id", "expires_column => 'expires'", "42809"),
+        ("two_keys", "expires_column => 'expires'", "42809"),
+        ("referenced", "expires_column => 'expires'", "0A000"),
+    ];
+    for (table, args, code) in cases {
+        let error = expect_error(
+            &mut c,
+            &format!(
+                "SELECT session_gc.register('{table}', {args}, strategy => 'drop_partitions')"
+            ),
+        );
+        assert_eq!(error.code, code, "{table}: {}", error.message);
+        assert!(error.detail.is_some() && error.hint.is_some(), "{table}");
+    }
+    let error = expect_error(
+        &mut c,
+        "SELECT session_gc.register('plain', expires_column => 'expires', strategy => 'truncate')",
+    );
+    assert_eq!(error.code, "22023");
+    assert_eq!(count(&mut c, "session_gc.policies"), 0);
+}
+
+#[test]
+fn notify_after_runs_that_deleted_when_enabled() {
+    let cluster = shared_cluster();
+    let name = cluster.fresh_db("f_notify");
+    let mut c = cluster.connect(&name);
+    let mut listener = cluster.connect(&name);
+    listener.batch_execute("LISTEN session_gc").unwrap();
+    c.batch_execute(
+        "CREATE TABLE sessions (id bigserial PRIMARY KEY, expires timestamptz NOT NULL);
+         CREATE INDEX ON sessions (expires);
+         INSERT INTO sessions (expires) SELECT now() - interval '1 hour' FROM generate_series(1, 25);
+         SELECT session_gc.register('sessions', expires_column => 'expires');
+         SET session_gc.notify = on;",
+    )
+    .unwrap();
+    cleanup(&mut c, "");
+    // A run with nothing to delete sends nothing; with notify off neither. A marker ends the wait.
+    cleanup(&mut c, "");
+    c.batch_execute(
+        "SET session_gc.notify = off;
+         INSERT INTO sessions (expires) VALUES (now() - interval '1 hour');",
+    )
+    .unwrap();
+    cleanup(&mut c, "");
+    c.batch_execute("NOTIFY session_gc, 'marker'").unwrap();
+    let mut received = Vec::new();
+    let mut notifications = listener.notifications();
+    let mut waiting = notifications.timeout_iter(Duration::from_secs(10));
+    while let Ok(Some(note)) = fallible_iterator::FallibleIterator::next(&mut waiting) {
+        let payload = note.payload().to_string();
+        let done = payload == "marker";
+        received.push(payload);
+        if done {
+            break;
+        }
+    }
+    drop(waiting);
+    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(received[1], "marker");
+    let payload: serde_json::Value = serde_json::from_str(&received[0]).unwrap();
+    assert_eq!(payload["database"], name.as_str());
+    assert_eq!(payload["table"], "sessions");
+    assert_eq!(payload["deleted"], 25);
+    assert_eq!(payload["partitions_dropped"], 0);
+    assert_eq!(payload["status"], "ok");
+    let run_id: i64 = scalar(&mut c, "SELECT min(id) FROM session_gc.history");
+    assert_eq!(payload["run_id"], run_id);
+}
+
+/// The queries of docs/postgres_exporter.yml: `(name, query, [(column, usage)])`.
+fn exporter_queries() -> Vec<(String, String, Vec<(String, String)>)> {
+    let text = std::fs::read_to_string(repo_file("docs/postgres_exporter.yml"))
+        .expect("docs/postgres_exporter.yml");
+    let mut queries: Vec<(String, String, Vec<(String, String)>)> = Vec::new();
+    let mut column: Option<String> = None;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || trimmed.is_empty() {
+            continue;
+        }
+        if !line.starts_with(' ') && trimmed.ends_with(':') {
+            queries.push((
+                trimmed.trim_end_matches(':').into(),
+                String::new(),
+                Vec::new(),
+            ));
+        } else if let Some(query) = trimmed.strip_prefix("query: ") {
+            if let Some(last) = queries.last_mut() {
+                last.1 = query.trim_matches('"').to_string();
+            }
+        } else if let Some(name) = trimmed.strip_prefix("- ") {
+            column = Some(name.trim_end_matches(':').to_string());
+        } else if let Some(usage) = trimmed.strip_prefix("usage: ") {
+            if let (Some(last), Some(name)) = (queries.last_mut(), column.take()) {
+                last.2.push((name, usage.trim_matches('"').to_string()));
+            }
+        }
+    }
+    queries
+}
+
+#[test]
+fn metrics_and_the_exporter_queries_work_for_a_monitoring_role() {
+    let mut c = db("f_metrics");
+    c.batch_execute(
+        "CREATE TABLE sessions (id bigserial PRIMARY KEY, expires timestamptz NOT NULL);
+         CREATE INDEX ON sessions (expires);
+         INSERT INTO sessions (expires) SELECT now() - interval '1 hour' FROM generate_series(1, 40);
+         SELECT session_gc.register('sessions', expires_column => 'expires');
+         SELECT * FROM session_gc.cleanup();
+         INSERT INTO sessions (expires) SELECT now() - interval '1 hour' FROM generate_series(1, 7);
+         DROP ROLE IF EXISTS f_metrics_monitor;
+         CREATE ROLE f_metrics_monitor LOGIN IN ROLE pg_monitor;",
+    )
+    .unwrap();
+    let row = c
+        .query_one(
+            "SELECT deleted_total, expired_backlog, runs_total, errors_total, last_run_ok,
+                    last_run_age_seconds < 60, table_bytes > 0
+               FROM session_gc.metrics()",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 40);
+    assert_eq!(row.get::<_, Option<i64>>(1), Some(7));
+    assert_eq!((row.get::<_, i64>(2), row.get::<_, i64>(3)), (1, 0));
+    assert_eq!(row.get::<_, Option<bool>>(4), Some(true));
+    assert_eq!(row.get::<_, Option<bool>>(5), Some(true));
+    assert_eq!(row.get::<_, Option<bool>>(6), Some(true));
+    // A monitoring role may not read the sessions or purge, but gets every metric.
+    c.batch_execute("SET ROLE f_metrics_monitor").unwrap();
+    assert_eq!(
+        expect_error(&mut c, "SELECT count(*) FROM sessions").code,
+        "42501"
+    );
+    assert_eq!(
+        expect_error(&mut c, "SELECT * FROM session_gc.cleanup()").code,
+        "42501"
+    );
+    let queries = exporter_queries();
+    assert!(queries.len() >= 2, "{queries:?}");
+    for (name, query, columns) in &queries {
+        assert!(!query.is_empty(), "{name} has a query");
+        let rows = c
+            .query(query.as_str(), &[])
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!rows.is_empty(), "{name} returns rows");
+        let returned: Vec<(String, String)> = rows[0]
+            .columns()
+            .iter()
+            .map(|col| (col.name().to_string(), col.type_().name().to_string()))
+            .collect();
+        assert_eq!(returned.len(), columns.len(), "{name}: {returned:?}");
+        for (column, usage) in columns {
+            let Some((_, ty)) = returned.iter().find(|(n, _)| n == column) else {
+                panic!("{name}: column {column} not returned: {returned:?}");
+            };
+            if usage == "LABEL" {
+                assert_eq!(ty, "text", "{name}.{column}");
+            } else {
+                assert!(
+                    ["int4", "int8", "float8", "numeric"].contains(&ty.as_str()),
+                    "{name}.{column} is a number for Prometheus: {ty}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn packaging_metadata_matches_the_release() {
+    let cargo = std::fs::read_to_string(repo_file("Cargo.toml")).unwrap();
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("version = "))
+        .map(|v| v.trim_matches('"').to_string())
+        .expect("version in Cargo.toml");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_file("META.json")).unwrap())
+            .expect("META.json is JSON");
+    assert_eq!(meta["name"], "session_gc");
+    assert_eq!(meta["version"], version.as_str());
+    assert_eq!(meta["provides"]["session_gc"]["version"], version.as_str());
+    assert_eq!(meta["meta-spec"]["version"], "1.0.0");
+    for key in ["abstract", "maintainer", "license"] {
+        assert!(meta[key].is_string() || meta[key].is_array(), "{key}");
+    }
+    // Every archived release has an upgrade path to this one.
+    for entry in std::fs::read_dir(repo_file("sql/archive")).unwrap() {
+        let file = entry.unwrap().file_name().into_string().unwrap();
+        let Some(old) = file
+            .strip_prefix("session_gc--")
+            .and_then(|f| f.strip_suffix(".sql"))
+        else {
+            continue;
+        };
+        let mut at = old.to_string();
+        while at != version {
+            let next = std::fs::read_dir(repo_file("sql"))
+                .unwrap()
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .find_map(|f| {
+                    f.strip_prefix(&format!("session_gc--{at}--"))
+                        .and_then(|rest| rest.strip_suffix(".sql"))
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| panic!("no upgrade script from {at}"));
+            at = next;
+        }
+    }
+}
