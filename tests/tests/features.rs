@@ -461,11 +461,19 @@ fn notify_after_runs_that_deleted_when_enabled() {
     assert_eq!(payload["run_id"], run_id);
 }
 
-/// The queries of docs/postgres_exporter.yml: `(name, query, [(column, usage)])`.
-fn exporter_queries() -> Vec<(String, String, Vec<(String, String)>)> {
+/// One query of the exporter file: its name, its SQL, and `(column, usage)` per metric.
+#[derive(Debug)]
+struct ExporterQuery {
+    name: String,
+    query: String,
+    columns: Vec<(String, String)>,
+}
+
+/// The queries of docs/postgres_exporter.yml.
+fn exporter_queries() -> Vec<ExporterQuery> {
     let text = std::fs::read_to_string(repo_file("docs/postgres_exporter.yml"))
         .expect("docs/postgres_exporter.yml");
-    let mut queries: Vec<(String, String, Vec<(String, String)>)> = Vec::new();
+    let mut queries: Vec<ExporterQuery> = Vec::new();
     let mut column: Option<String> = None;
     for line in text.lines() {
         let trimmed = line.trim();
@@ -480,13 +488,14 @@ fn exporter_queries() -> Vec<(String, String, Vec<(String, String)>)> {
             ));
         } else if let Some(query) = trimmed.strip_prefix("query: ") {
             if let Some(last) = queries.last_mut() {
-                last.1 = query.trim_matches('"').to_string();
+                last.query = query.trim_matches('"').to_string();
             }
         } else if let Some(name) = trimmed.strip_prefix("- ") {
             column = Some(name.trim_end_matches(':').to_string());
         } else if let Some(usage) = trimmed.strip_prefix("usage: ") {
             if let (Some(last), Some(name)) = (queries.last_mut(), column.take()) {
-                last.2.push((name, usage.trim_matches('"').to_string()));
+                last.columns
+                    .push((name, usage.trim_matches('"').to_string()));
             }
         }
     }
@@ -533,7 +542,12 @@ fn metrics_and_the_exporter_queries_work_for_a_monitoring_role() {
     );
     let queries = exporter_queries();
     assert!(queries.len() >= 2, "{queries:?}");
-    for (name, query, columns) in &queries {
+    for ExporterQuery {
+        name,
+        query,
+        columns,
+    } in &queries
+    {
         assert!(!query.is_empty(), "{name} has a query");
         let rows = c
             .query(query.as_str(), &[])
