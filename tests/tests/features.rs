@@ -481,11 +481,11 @@ fn exporter_queries() -> Vec<ExporterQuery> {
             continue;
         }
         if !line.starts_with(' ') && trimmed.ends_with(':') {
-            queries.push((
-                trimmed.trim_end_matches(':').into(),
-                String::new(),
-                Vec::new(),
-            ));
+            queries.push(ExporterQuery {
+                name: trimmed.trim_end_matches(':').into(),
+                query: String::new(),
+                columns: Vec::new(),
+            });
         } else if let Some(query) = trimmed.strip_prefix("query: ") {
             if let Some(last) = queries.last_mut() {
                 last.query = query.trim_matches('"').to_string();
