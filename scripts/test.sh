@@ -49,7 +49,8 @@ for v in "${versions[@]}"; do
             exit 1
         fi
     done
-    cp -a "$package_dir/." /
+    # A new file rather than an overwrite: a running server keeps its mapping of the old library.
+    cp -a --remove-destination "$package_dir/." /
     # The previous releases' install scripts, for the upgrade test only.
     cp sql/archive/session_gc--*.sql "$("$pg_config" --sharedir)/extension/"
     echo "== PostgreSQL $v: integration tests on real clusters"
