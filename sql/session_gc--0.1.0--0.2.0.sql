@@ -88,10 +88,11 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'cleanup_v2_wrapper'
 $create$),
             ('session_gc.stats(regclass)',
-             'session_gc.stats(regclass)',
+             'session_gc.stats(regclass, boolean)',
              $create$
 CREATE FUNCTION session_gc.stats(
-	"tbl" regclass DEFAULT NULL
+	"tbl" regclass DEFAULT NULL,
+	"exact" bool DEFAULT NULL
 ) RETURNS TABLE (
 	"table_name" regclass,
 	"total_rows" bigint,
@@ -101,6 +102,7 @@ CREATE FUNCTION session_gc.stats(
 	"aged" bigint,
 	"inactive" bigint,
 	"over_cap" bigint,
+	"exact" bool,
 	"oldest_expired" timestamp with time zone,
 	"table_bytes" bigint,
 	"dead_rows" bigint,

@@ -207,7 +207,7 @@ fn cleanup_v2(
         let started = Instant::now();
         let row = if dry_run {
             let policy = load_owned(relid).or_raise();
-            let census = engine::census(&policy).or_raise();
+            let census = engine::census(&policy, engine::Counting::Exact).or_raise();
             let progress = Progress {
                 deleted_by_rule: census.expired_by_rule,
                 ..Progress::default()
@@ -289,12 +289,14 @@ fn purge_one(
 }
 
 /// What is in each registered table now. `total_rows` is the planner's estimate; the
-/// expired counts are exact and served by the rules' indexes.
+/// expired counts are served by the rules' indexes: exact up to `EXACT_COUNT_LIMIT` rows per
+/// rule, the planner's estimate beyond (`exact => true` always counts, `false` never does).
 /// (`_v2`: the C symbol of 0.2.0's result columns; 0.1.0's lives on in `legacy`.)
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelled out
 #[pg_extern(name = "stats", volatile, parallel_unsafe)]
 fn stats_v2(
     tbl: default!(Option<RegClass>, "NULL"),
+    exact: default!(Option<bool>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -306,6 +308,7 @@ fn stats_v2(
         name!(aged, i64),
         name!(inactive, i64),
         name!(over_cap, i64),
+        name!(exact, bool),
         name!(oldest_expired, Option<TimestampWithTimeZone>),
         name!(table_bytes, Option<i64>),
         name!(dead_rows, Option<i64>),
@@ -322,7 +325,12 @@ fn stats_v2(
     let mut rows = Vec::with_capacity(targets.len());
     for relid in targets {
         let policy = load_owned(relid).or_raise();
-        let s = stats::collect(&policy).or_raise();
+        let counting = match exact {
+            Some(true) => engine::Counting::Exact,
+            Some(false) => engine::Counting::Estimate,
+            None => engine::Counting::Auto,
+        };
+        let s = stats::collect(&policy, counting).or_raise();
         let [expired, idle, aged, inactive, over_cap] = s.census.expired_by_rule;
         rows.push((
             RegClass(relid),
@@ -333,6 +341,7 @@ fn stats_v2(
             aged,
             inactive,
             over_cap,
+            s.census.exact,
             s.census.oldest_expired,
             s.table_bytes,
             s.dead_rows,

@@ -792,7 +792,24 @@ impl IndexWalk {
 pub struct Census {
     pub expired_by_rule: [i64; RULE_KINDS],
     pub oldest_expired: Option<TimestampWithTimeZone>,
+    /// False when some count is the planner's estimate (`Counting::Estimate`/`Auto`).
+    pub exact: bool,
 }
+
+/// How `census` counts a rule's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    /// Count every row (dry runs: what a purge would delete now, exactly).
+    Exact,
+    /// The planner's estimate for the rule's range (from the column's statistics).
+    Estimate,
+    /// Exact while the planner expects at most `EXACT_COUNT_LIMIT` rows, else the estimate: the
+    /// cost of `stats()` and of a metrics scrape stays bounded however large the backlog.
+    Auto,
+}
+
+/// Up to how many rows `Counting::Auto` counts exactly (about 10 ms of index-only scan).
+pub const EXACT_COUNT_LIMIT: f64 = 100_000.0;
 
 impl Census {
     pub fn total(&self) -> i64 {
@@ -802,14 +819,17 @@ impl Census {
 
 /// Counts what `purge` would delete now, without deleting. Each count is served by the
 /// rule's own index (the range below the cutoff), never by a scan of the whole table.
-pub fn census(policy: &Policy) -> GcResult<Census> {
+pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
     identity::as_table_owner(policy.owner, || {
         let count = policy.rules.len();
         let mut cutoffs: Vec<Option<String>> = Vec::with_capacity(count);
         for rule in &policy.rules {
             cutoffs.push(rule.cutoff(&policy.time_zone)?);
         }
-        let mut census = Census::default();
+        let mut census = Census {
+            exact: true,
+            ..Census::default()
+        };
         // Parameters: $1..$n the rules' cutoffs, then this rule's lifetime, then the zone.
         let lifetime_param = count + 1;
         let zone_param = count + 2;
@@ -830,17 +850,37 @@ pub fn census(policy: &Policy) -> GcResult<Census> {
             } else {
                 "NULL::timestamptz".to_string()
             };
-            let sql = format!(
-                "SELECT count(*)::int8, {oldest} FROM {table} s WHERE {conditions}",
-                table = policy.quoted_table,
-                conditions = conditions.join(" AND "),
-            );
+            let conditions = conditions.join(" AND ");
+            let table = &policy.quoted_table;
             let mut args: Vec<pgrx::datum::DatumWithOid> =
                 cutoffs.iter().map(|c| c.clone().into()).collect();
             args.push(rule.lifetime.as_str().into());
             args.push(policy.time_zone.as_str().into());
-            let (expired, oldest) =
-                Spi::get_two_with_args::<i64, TimestampWithTimeZone>(&sql, &args)?;
+            let estimate = match counting {
+                Counting::Exact => None,
+                Counting::Estimate | Counting::Auto => {
+                    let rows = planned_rows(
+                        &format!("SELECT 1 FROM {table} s WHERE {conditions}"),
+                        &args,
+                    )?;
+                    (counting == Counting::Estimate || rows > EXACT_COUNT_LIMIT).then_some(rows)
+                }
+            };
+            let (expired, oldest) = match estimate {
+                // The oldest is still read exactly: the first entry of the rule's index range.
+                Some(rows) => (
+                    Some(rows.round() as i64),
+                    Spi::get_one_with_args::<TimestampWithTimeZone>(
+                        &format!("SELECT {oldest} FROM {table} s WHERE {conditions}"),
+                        &args,
+                    )?,
+                ),
+                None => Spi::get_two_with_args::<i64, TimestampWithTimeZone>(
+                    &format!("SELECT count(*)::int8, {oldest} FROM {table} s WHERE {conditions}"),
+                    &args,
+                )?,
+            };
+            census.exact &= estimate.is_none();
             census.expired_by_rule[rule.kind.index()] = expired.unwrap_or(0);
             if let Some(oldest) = oldest {
                 if census.oldest_expired.is_none_or(|current| oldest < current) {
@@ -874,4 +914,19 @@ pub fn census(policy: &Policy) -> GcResult<Census> {
         }
         Ok(census)
     })
+}
+
+/// The planner's row estimate for a query (its top plan node), without running it.
+pub fn planned_rows(query: &str, args: &[pgrx::datum::DatumWithOid]) -> GcResult<f64> {
+    let plan = Spi::get_one_with_args::<pgrx::datum::Json>(
+        &format!("EXPLAIN (FORMAT JSON) {query}"),
+        args,
+    )?;
+    Ok(plan
+        .as_ref()
+        .and_then(|plan| plan.0.get(0))
+        .and_then(|entry| entry.get("Plan"))
+        .and_then(|node| node.get("Plan Rows"))
+        .and_then(|rows| rows.as_f64())
+        .unwrap_or(0.0))
 }

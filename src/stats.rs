@@ -21,8 +21,8 @@ pub struct TableStats {
     pub deleted_total: Option<i64>,
 }
 
-pub fn collect(policy: &Policy) -> GcResult<TableStats> {
-    let census = engine::census(policy)?;
+pub fn collect(policy: &Policy, counting: engine::Counting) -> GcResult<TableStats> {
+    let census = engine::census(policy, counting)?;
     let total_rows = identity::as_table_owner(policy.owner, || planner_row_estimate(policy))?;
     let (table_bytes, dead_rows) = Spi::get_two_with_args::<i64, i64>(
         "SELECT sum(pg_catalog.pg_total_relation_size(t.relid))::int8,
@@ -53,17 +53,8 @@ pub fn collect(policy: &Policy) -> GcResult<TableStats> {
 /// The planner's row estimate for the whole table: what `EXPLAIN SELECT * FROM t` says.
 /// It reads pg_class statistics (scaled to the table's current size), never the rows.
 fn planner_row_estimate(policy: &Policy) -> GcResult<Option<i64>> {
-    let plan = Spi::get_one::<pgrx::datum::Json>(&format!(
-        "EXPLAIN (FORMAT JSON) SELECT 1 FROM {}",
-        policy.quoted_table
-    ))?;
-    let rows = plan
-        .as_ref()
-        .and_then(|plan| plan.0.get(0))
-        .and_then(|entry| entry.get("Plan"))
-        .and_then(|node| node.get("Plan Rows"))
-        .and_then(|rows| rows.as_f64());
-    Ok(rows.map(|rows| rows.round() as i64))
+    let rows = engine::planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
+    Ok(Some(rows.round() as i64))
 }
 
 /// One table's figures for monitoring: counters since registration, the backlog now, and how
@@ -129,7 +120,9 @@ pub fn metrics() -> GcResult<Vec<TableMetrics>> {
         };
         counters.backlog = crate::txn::in_subtransaction(|| {
             let policy = Policy::load(relid)?;
-            policy.map(|p| engine::census(&p)).transpose()
+            policy
+                .map(|p| engine::census(&p, engine::Counting::Auto))
+                .transpose()
         })
         .ok()
         .flatten();

@@ -617,3 +617,40 @@ fn packaging_metadata_matches_the_release() {
         }
     }
 }
+
+#[test]
+fn stats_counts_exactly_up_to_a_limit_and_estimates_beyond() {
+    let mut c = db("f_stats_estimate");
+    c.batch_execute(
+        "CREATE TABLE sessions (id bigserial PRIMARY KEY, expires timestamptz NOT NULL);
+         CREATE INDEX ON sessions (expires);
+         INSERT INTO sessions (expires) SELECT now() - g * interval '1 second' FROM generate_series(1, 6000) g;
+         INSERT INTO sessions (expires) SELECT now() + g * interval '1 second' FROM generate_series(1, 4000) g;
+         ANALYZE sessions;
+         SELECT session_gc.register('sessions', expires_column => 'expires');",
+    )
+    .unwrap();
+    let row = |c: &mut Client, exact: &str| {
+        let r = c
+            .query_one(
+                &format!("SELECT expired_rows, exact FROM session_gc.stats('sessions', exact => {exact})"),
+                &[],
+            )
+            .unwrap();
+        (r.get::<_, i64>(0), r.get::<_, bool>(1))
+    };
+    // A small range is counted by default; asked for, an estimate comes from the statistics.
+    assert_eq!(row(&mut c, "NULL"), (6000, true));
+    assert_eq!(row(&mut c, "true"), (6000, true));
+    let (estimated, exact) = row(&mut c, "false");
+    assert!(!exact);
+    assert!(
+        (5400..=6600).contains(&estimated),
+        "the planner's estimate is close: {estimated}"
+    );
+    let dry_run: i64 = scalar(
+        &mut c,
+        "SELECT deleted FROM session_gc.cleanup(dry_run => true)",
+    );
+    assert_eq!(dry_run, 6000, "dry runs always count");
+}
