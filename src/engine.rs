@@ -212,8 +212,8 @@ enum Stage {
 /// The rows of the time rules are walked along the rules' indexes (few expired rows among
 /// many: only their index ranges and heap pages are visited), or along the heap in block
 /// ranges (many expired rows: each page is visited once, in physical order, as a single
-/// DELETE's sequential scan would). PostgreSQL's planner chooses: the heap walk is taken when
-/// it would scan the table to find the expired rows.
+/// DELETE's sequential scan would). The planner's estimates choose: the heap walk is taken when
+/// at least `HEAP_WALK_SHARE` of the table is expired.
 #[derive(Debug, Clone)]
 enum Walk {
     Partitions(PartitionWalk),
@@ -347,46 +347,66 @@ impl PartitionWalk {
         self.expired.is_empty()
     }
 
-    /// Drops the next expired partition under a short lock wait. One whose lock (or its
-    /// parent's) cannot be had at once goes to the back of the line, and after a few tries is
-    /// left for the next run: the application never queues behind a long wait of ours.
+    /// Drops the next expired partitions, each under a short lock wait. A commit that drops
+    /// relations always waits for its WAL flush, so one batch drops as many as it can within
+    /// `PARTITION_BATCH_TIME` (the parent stays locked until the batch commits, so not longer).
+    /// A partition whose lock (or its parent's) cannot be had at once goes to the back of the
+    /// line, and after a few tries is left for the next run: the application never queues
+    /// behind a long wait.
     fn next_batch(&mut self, policy: &Policy) -> GcResult<Option<Batch>> {
-        let Some((partition, name, attempts)) = self.expired.pop_front() else {
+        if self.expired.is_empty() {
             return Ok(None);
-        };
-        let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
-        let dropped = txn::in_subtransaction(|| {
-            identity::as_table_owner_waiting(policy.owner, wait, || {
-                Spi::run(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))?;
-                // Only while it is still a partition of this table: one detached by hand since
-                // the walk started is somebody's table now.
-                let attached = Spi::get_one_with_args::<bool>(
-                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits
-                                     WHERE inhrelid = $1 AND inhparent = $2)",
-                    &[partition.into(), policy.relid.into()],
-                )?;
-                if attached != Some(true) {
-                    return Ok(false);
+        }
+        let started = Instant::now();
+        let mut batch = Batch::default();
+        let mut tried = 0;
+        while let Some((partition, name, attempts)) = self.expired.pop_front() {
+            tried += 1;
+            match drop_partition(policy, partition, &name) {
+                Ok(dropped) => batch.partitions_dropped += i32::from(dropped),
+                Err(error) if error.code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE => {
+                    if attempts + 1 < PARTITION_ATTEMPTS {
+                        self.expired.push_back((partition, name, attempts + 1));
+                    }
+                    // Holding the parent already (from a drop in this batch): commit now
+                    // rather than make the application wait behind another lock wait.
+                    if batch.partitions_dropped > 0 {
+                        break;
+                    }
                 }
-                Spi::run(&format!("DROP TABLE {name}"))?;
-                Ok::<_, GcError>(true)
-            })
-        });
-        let dropped = match dropped {
-            Ok(dropped) => dropped,
-            Err(error) if error.code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE => {
-                if attempts + 1 < PARTITION_ATTEMPTS {
-                    self.expired.push_back((partition, name, attempts + 1));
-                }
-                false
+                Err(error) => return Err(error),
             }
-            Err(error) => return Err(error),
-        };
-        Ok(Some(Batch {
-            partitions_dropped: i32::from(dropped),
-            ..Batch::default()
-        }))
+            if tried >= PARTITIONS_PER_BATCH || started.elapsed() >= PARTITION_BATCH_TIME {
+                break;
+            }
+        }
+        Ok(Some(batch))
     }
+}
+
+/// Most partitions one batch drops, and how long it keeps adding more.
+const PARTITIONS_PER_BATCH: usize = 32;
+const PARTITION_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Drops one partition of the policy's table; false when it is no longer attached (one
+/// detached by hand since the walk started is somebody's table now).
+fn drop_partition(policy: &Policy, partition: pg_sys::Oid, name: &str) -> GcResult<bool> {
+    let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
+    txn::in_subtransaction(|| {
+        identity::as_table_owner_waiting(policy.owner, wait, || {
+            Spi::run(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))?;
+            let attached = Spi::get_one_with_args::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits
+                                 WHERE inhrelid = $1 AND inhparent = $2)",
+                &[partition.into(), policy.relid.into()],
+            )?;
+            if attached != Some(true) {
+                return Ok(false);
+            }
+            Spi::run(&format!("DROP TABLE {name}"))?;
+            Ok::<_, GcError>(true)
+        })
+    })
 }
 
 /// The per-user cap, walked over the users in key order: each batch takes the next users with
@@ -510,6 +530,10 @@ fn cap_statement(policy: &Policy, cap: &UserCap, start: Option<&str>) -> String 
     )
 }
 
+/// The share of a table's rows (by the planner's estimates) expired from which a purge walks the
+/// heap rather than the rules' indexes.
+const HEAP_WALK_SHARE: f64 = 0.2;
+
 /// The walk along the heap, in block ranges sized to hold about one batch of expired rows.
 #[derive(Debug, Clone)]
 pub struct HeapWalk {
@@ -522,7 +546,7 @@ pub struct HeapWalk {
 }
 
 impl HeapWalk {
-    /// Some(walk) when the planner would read the whole table to find the expired rows.
+    /// Some(walk) when the planner expects a large share of the table to be expired.
     fn plan(policy: &Policy, batch_size: i64) -> GcResult<Option<Self>> {
         if policy.rules.is_empty() {
             return Ok(None);
@@ -538,16 +562,25 @@ impl HeapWalk {
                 .collect();
             format!("({})", each.join(" OR "))
         };
-        let (plan, blocks) = identity::as_table_owner(policy.owner, || {
+        let (expected_rows, table_rows, blocks) = identity::as_table_owner(policy.owner, || {
             let args = cutoff_args(policy)?;
-            let plan = Spi::get_one_with_args::<pgrx::datum::Json>(
+            // The bare predicates (NULL is not true in a WHERE), so the planner sees each rule's
+            // selectivity from its column's statistics.
+            let any: Vec<String> = policy
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(position, rule)| rule.predicate("s", position + 1))
+                .collect();
+            let expected = planned_rows(
                 &format!(
-                    "EXPLAIN (FORMAT JSON) SELECT 1 FROM {} s WHERE {}",
+                    "SELECT 1 FROM {} s WHERE {}",
                     policy.quoted_table,
-                    any_expired("s")
+                    any.join(" OR ")
                 ),
                 &args,
             )?;
+            let total = planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
             let blocks = Spi::get_one_with_args::<i64>(
                 "SELECT coalesce(max(pg_catalog.pg_relation_size(t.relid)
                                     / pg_catalog.current_setting('block_size')::int8), 0)::int8
@@ -557,20 +590,15 @@ impl HeapWalk {
                           WHERE c.oid = $1 AND c.relkind <> 'p') t",
                 &[policy.relid.into()],
             )?;
-            Ok::<_, GcError>((plan, blocks.unwrap_or(0)))
+            Ok::<_, GcError>((expected, total, blocks.unwrap_or(0)))
         })?;
-        let Some(plan) = plan else { return Ok(None) };
-        if !plan.0.to_string().contains("\"Seq Scan\"") {
+        // Reading every page once in physical order beats visiting the rows through an index
+        // once a large share of the table is expired, as the planner's own choice of a
+        // sequential scan would say for a single DELETE.
+        if expected_rows < HEAP_WALK_SHARE * table_rows || expected_rows < 1.0 {
             return Ok(None);
         }
-        let expected_rows = plan
-            .0
-            .get(0)
-            .and_then(|entry| entry.get("Plan"))
-            .and_then(|node| node.get("Plan Rows"))
-            .and_then(|rows| rows.as_f64())
-            .unwrap_or(0.0)
-            .max(1.0);
+        let expected_rows = expected_rows.max(1.0);
         // Size the first range from the planner's estimate; later ranges adapt to what was found.
         let first = ((batch_size as f64) * (blocks.max(1) as f64) / expected_rows).ceil() as i64;
         let n = policy.rules.len();
