@@ -455,7 +455,7 @@ impl CapWalk {
             Some((key, true)) => (&self.from, Some(key.clone())),
             Some((key, false)) => (&self.after, Some(key.clone())),
         };
-        let (deleted, resume_key, resume_at_key, more) =
+        let (deleted, resume_key, resume_at_key, more) = retrying_moved_rows(|| {
             identity::as_table_owner_waiting(policy.owner, crate::gucs::lock_timeout_ms(), || {
                 // `update`: the statement deletes, so it must not run as a read-only query.
                 Spi::connect_mut(|client| {
@@ -479,7 +479,8 @@ impl CapWalk {
                     }
                     Ok::<_, GcError>(outcome)
                 })
-            })?;
+            })
+        })?;
         match (more, resume_key) {
             (true, Some(resume)) => {
                 // A full batch that deleted nothing at the key it started from met only locked
@@ -687,8 +688,8 @@ impl HeapWalk {
         let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
         let batch = match txn::in_subtransaction(|| run(&self.range_delete, wait)) {
             Ok(batch) => batch,
-            Err(error) if error.code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE => {
-                run(&self.skip_delete, crate::gucs::lock_timeout_ms())?
+            Err(error) if is_contention(&error) => {
+                retrying_moved_rows(|| run(&self.skip_delete, crate::gucs::lock_timeout_ms()))?
             }
             Err(error) => return Err(error),
         };
@@ -708,6 +709,35 @@ impl HeapWalk {
             )
             .max(1);
         Ok(Some(batch))
+    }
+}
+
+/// Whether a fast-path batch met the application: a row lock held past the short wait, or (in a
+/// partitioned table) a row that a concurrent update moved to another partition. Either way the
+/// batch is redone lock-skipping.
+fn is_contention(error: &GcError) -> bool {
+    error.code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
+        || error.code == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
+}
+
+/// How often a lock-skipping batch is rerun after meeting a row moved to another partition.
+const MOVED_ROW_RETRIES: u32 = 3;
+
+/// Runs a lock-skipping batch in a subtransaction, and again (a new statement, a new snapshot)
+/// when it met a row that a concurrent update of the partition key moved to another partition:
+/// PostgreSQL cannot lock such a row in place, even with SKIP LOCKED.
+fn retrying_moved_rows<R>(mut batch: impl FnMut() -> GcResult<R>) -> GcResult<R> {
+    let mut attempt = 0;
+    loop {
+        match txn::in_subtransaction(&mut batch) {
+            Err(error)
+                if error.code == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
+                    && attempt < MOVED_ROW_RETRIES =>
+            {
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
     }
 }
 
@@ -788,7 +818,7 @@ impl IndexWalk {
                 let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
                 match txn::in_subtransaction(|| run(statement, wait)) {
                     Ok(outcome) => Some((outcome, false)),
-                    Err(error) if error.code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE => None,
+                    Err(error) if is_contention(&error) => None,
                     Err(error) => return Err(error),
                 }
             }
@@ -796,7 +826,10 @@ impl IndexWalk {
         };
         let ((deleted, next_key, more), skipped_locks) = match fast {
             Some(done) => done,
-            None => (run(skip, crate::gucs::lock_timeout_ms())?, true),
+            None => (
+                retrying_moved_rows(|| run(skip, crate::gucs::lock_timeout_ms()))?,
+                true,
+            ),
         };
         match (more, next_key) {
             (true, Some(key)) => {
