@@ -26,6 +26,16 @@ ALTER TABLE session_gc.history
     ADD COLUMN over_cap bigint NOT NULL DEFAULT 0,
     ADD COLUMN partitions_dropped integer NOT NULL DEFAULT 0;
 
+-- Partitions detached by drop_partitions and not dropped yet.
+CREATE TABLE session_gc.pending_drops (
+    relid        oid         PRIMARY KEY,
+    parent       regclass    NOT NULL REFERENCES session_gc.policies ON DELETE CASCADE,
+    schema_name  name        NOT NULL,
+    table_name   name        NOT NULL,
+    detached_at  timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON session_gc.pending_drops FROM PUBLIC;
+
 -- register(), cleanup() and stats() change signature or result columns: they are recreated,
 -- and whatever EXECUTE grants the old ones had are given to the new ones.
 DO $upgrade$

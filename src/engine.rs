@@ -13,6 +13,7 @@ use crate::identity;
 use crate::policy::{Policy, Rule, RuleKind, Strategy, UserCap, RULE_KINDS};
 use crate::txn;
 use pgrx::prelude::*;
+use pgrx::spi::quote_identifier;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -289,15 +290,24 @@ impl Cursor {
     }
 }
 
-/// How many times one run tries to drop a partition whose lock it could not get at once.
+/// How many times one run tries to detach a partition whose lock it could not get at once.
 const PARTITION_ATTEMPTS: u32 = 3;
 
 /// The partitions whose whole range lies before the cutoff of the rule on the partition key,
-/// oldest first; one is dropped per batch.
+/// oldest first, and those already detached and waiting to be dropped.
+///
+/// A partition goes in two steps, each its own batch: detached (a catalog change, holding the
+/// parent's lock only for that and a commit that need not wait for a WAL flush), then dropped as
+/// a table of its own. Dropping removes the files at commit, which takes long for a big
+/// partition; done after the detach, it holds no lock the application needs. The detached
+/// partition is recorded in `session_gc.pending_drops` in the detaching transaction, so a run
+/// that stops in between leaves it to the next run rather than behind.
 #[derive(Debug, Clone, Default)]
 pub struct PartitionWalk {
     /// (partition OID, quoted name, attempts so far)
     expired: VecDeque<(pg_sys::Oid, String, u32)>,
+    /// Detached partitions to drop: (OID, schema, name).
+    detached: VecDeque<(pg_sys::Oid, String, String)>,
 }
 
 impl PartitionWalk {
@@ -340,37 +350,74 @@ impl PartitionWalk {
                 Ok::<_, GcError>(expired)
             })
         })?;
-        Ok(PartitionWalk { expired })
+        let detached = identity::as_extension_owner(|| {
+            Spi::connect(|client| {
+                let rows = client.select(
+                    "SELECT relid, schema_name::text, table_name::text FROM session_gc.pending_drops
+                      WHERE parent = $1::oid::regclass ORDER BY detached_at",
+                    None,
+                    &[policy.relid.into()],
+                )?;
+                let mut detached = VecDeque::new();
+                for row in rows {
+                    if let (Some(oid), Some(schema), Some(name)) = (
+                        row.get::<pg_sys::Oid>(1)?,
+                        row.get::<String>(2)?,
+                        row.get::<String>(3)?,
+                    ) {
+                        detached.push_back((oid, schema, name));
+                    }
+                }
+                Ok::<_, GcError>(detached)
+            })
+        })?;
+        Ok(PartitionWalk { expired, detached })
     }
 
     fn is_done(&self) -> bool {
-        self.expired.is_empty()
+        self.expired.is_empty() && self.detached.is_empty()
     }
 
-    /// Drops the next expired partitions, each under a short lock wait. A commit that drops
-    /// relations always waits for its WAL flush, so one batch drops as many as it can within
-    /// `PARTITION_BATCH_TIME` (the parent stays locked until the batch commits, so not longer).
-    /// A partition whose lock (or its parent's) cannot be had at once goes to the back of the
-    /// line, and after a few tries is left for the next run: the application never queues
-    /// behind a long wait.
+    /// Drops one detached partition, or else detaches the next expired ones.
     fn next_batch(&mut self, policy: &Policy) -> GcResult<Option<Batch>> {
+        if let Some((relid, schema, name)) = self.detached.pop_front() {
+            let dropped = drop_detached(policy, relid, &schema, &name)?;
+            return Ok(Some(Batch {
+                partitions_dropped: i32::from(dropped),
+                ..Batch::default()
+            }));
+        }
         if self.expired.is_empty() {
             return Ok(None);
         }
+        self.detach_expired(policy)?;
+        Ok(Some(Batch::default()))
+    }
+
+    /// Detaches expired partitions, each under a short lock wait, as many as fit in
+    /// `PARTITION_BATCH_TIME` (the parent stays locked until the batch commits). A partition
+    /// whose lock (or its parent's) cannot be had at once goes to the back of the line, and
+    /// after a few tries is left for the next run: the application never queues behind a long
+    /// wait.
+    fn detach_expired(&mut self, policy: &Policy) -> GcResult<()> {
         let started = Instant::now();
-        let mut batch = Batch::default();
         let mut tried = 0;
+        let mut detached_now = 0;
         while let Some((partition, name, attempts)) = self.expired.pop_front() {
             tried += 1;
-            match drop_partition(policy, partition, &name) {
-                Ok(dropped) => batch.partitions_dropped += i32::from(dropped),
+            match detach_partition(policy, partition, &name) {
+                Ok(Some(detached)) => {
+                    self.detached.push_back(detached);
+                    detached_now += 1;
+                }
+                Ok(None) => {}
                 Err(error) if error.code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE => {
                     if attempts + 1 < PARTITION_ATTEMPTS {
                         self.expired.push_back((partition, name, attempts + 1));
                     }
-                    // Holding the parent already (from a drop in this batch): commit now
+                    // Holding the parent already (from a detach in this batch): commit now
                     // rather than make the application wait behind another lock wait.
-                    if batch.partitions_dropped > 0 {
+                    if detached_now > 0 {
                         break;
                     }
                 }
@@ -380,32 +427,92 @@ impl PartitionWalk {
                 break;
             }
         }
-        Ok(Some(batch))
+        Ok(())
     }
 }
 
-/// Most partitions one batch drops, and how long it keeps adding more.
+/// Most partitions one batch detaches, and how long it keeps adding more.
 const PARTITIONS_PER_BATCH: usize = 32;
 const PARTITION_BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Drops one partition of the policy's table; false when it is no longer attached (one
-/// detached by hand since the walk started is somebody's table now).
-fn drop_partition(policy: &Policy, partition: pg_sys::Oid, name: &str) -> GcResult<bool> {
+/// Detaches one partition of the policy's table and records it for dropping; None when it is no
+/// longer attached (one detached by hand since the walk started is somebody's table now).
+fn detach_partition(
+    policy: &Policy,
+    partition: pg_sys::Oid,
+    name: &str,
+) -> GcResult<Option<(pg_sys::Oid, String, String)>> {
     let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
     txn::in_subtransaction(|| {
-        identity::as_table_owner_waiting(policy.owner, wait, || {
+        let detached = identity::as_table_owner_waiting(policy.owner, wait, || {
             Spi::run(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))?;
-            let attached = Spi::get_one_with_args::<bool>(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits
-                                 WHERE inhrelid = $1 AND inhparent = $2)",
+            let (schema, table) = Spi::get_two_with_args::<String, String>(
+                "SELECT max(n.nspname::text), max(c.relname::text)
+                   FROM pg_catalog.pg_inherits i
+                   JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE i.inhrelid = $1 AND i.inhparent = $2",
                 &[partition.into(), policy.relid.into()],
             )?;
-            if attached != Some(true) {
-                return Ok(false);
-            }
-            Spi::run(&format!("DROP TABLE {name}"))?;
-            Ok::<_, GcError>(true)
-        })
+            let (Some(schema), Some(table)) = (schema, table) else {
+                return Ok(None);
+            };
+            Spi::run(&format!(
+                "ALTER TABLE {} DETACH PARTITION {name}",
+                policy.quoted_table
+            ))?;
+            Ok::<_, GcError>(Some((partition, schema, table)))
+        })?;
+        if let Some((relid, schema, table)) = &detached {
+            identity::as_extension_owner(|| {
+                Spi::run_with_args(
+                    "INSERT INTO session_gc.pending_drops (relid, parent, schema_name, table_name)
+                     VALUES ($1, $2::oid::regclass, $3, $4)",
+                    &[
+                        (*relid).into(),
+                        policy.relid.into(),
+                        schema.as_str().into(),
+                        table.as_str().into(),
+                    ],
+                )
+            })?;
+        }
+        Ok(detached)
+    })
+}
+
+/// Drops a partition detached earlier, if it is still the table that was detached (same OID,
+/// schema and name, not attached anywhere again); forgets it either way.
+fn drop_detached(policy: &Policy, relid: pg_sys::Oid, schema: &str, name: &str) -> GcResult<bool> {
+    txn::in_subtransaction(|| {
+        let still_ours = Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
+                              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                             WHERE c.oid = $1 AND n.nspname = $2 AND c.relname = $3
+                               AND NOT c.relispartition AND c.relowner = $4)",
+            &[
+                relid.into(),
+                schema.into(),
+                name.into(),
+                policy.owner.into(),
+            ],
+        )?;
+        let dropped = if still_ours == Some(true) {
+            let quoted = format!("{}.{}", quote_identifier(schema), quote_identifier(name));
+            identity::as_table_owner_waiting(policy.owner, crate::gucs::lock_timeout_ms(), || {
+                Spi::run(&format!("DROP TABLE {quoted}"))
+            })?;
+            true
+        } else {
+            false
+        };
+        identity::as_extension_owner(|| {
+            Spi::run_with_args(
+                "DELETE FROM session_gc.pending_drops WHERE relid = $1",
+                &[relid.into()],
+            )
+        })?;
+        Ok(dropped)
     })
 }
 

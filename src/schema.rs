@@ -78,6 +78,18 @@ CREATE INDEX history_started_at_idx ON session_gc.history (started_at);
 CREATE INDEX history_relid_idx ON session_gc.history (relid, started_at);
 COMMENT ON TABLE session_gc.history IS 'One row per purge run and table, kept for session_gc.history_retention';
 
+-- Partitions detached by drop_partitions and not dropped yet: a partition is detached in one
+-- short transaction (holding the parent's lock only for that) and dropped in the next, so the
+-- drop's file work never holds the parent. A run that stops in between leaves the row here and
+-- the next run drops the table.
+CREATE TABLE session_gc.pending_drops (
+    relid        oid         PRIMARY KEY,
+    parent       regclass    NOT NULL REFERENCES session_gc.policies ON DELETE CASCADE,
+    schema_name  name        NOT NULL,
+    table_name   name        NOT NULL,
+    detached_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- The background worker's last pass in this database (one row).
 CREATE TABLE session_gc.worker_state (
     id                  boolean     PRIMARY KEY DEFAULT true CHECK (id),
