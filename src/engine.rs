@@ -706,9 +706,10 @@ impl HeapWalk {
         if expected_rows < HEAP_WALK_SHARE * table_rows || expected_rows < 1.0 {
             return Ok(None);
         }
-        let expected_rows = expected_rows.max(1.0);
-        // Size the first range from the planner's estimate; later ranges adapt to what was found.
-        let first = ((batch_size as f64) * (blocks.max(1) as f64) / expected_rows).ceil() as i64;
+        // Size the first range as if every row in it were expired, so that it holds at most about
+        // one batch however the expired rows are spread; later ranges adapt to what was found.
+        let first =
+            ((batch_size as f64) * (blocks.max(1) as f64) / table_rows.max(1.0)).ceil() as i64;
         let n = policy.rules.len();
         let classify: Vec<String> = policy
             .rules
@@ -812,7 +813,7 @@ impl HeapWalk {
         self.blocks_per_batch = scaled
             .clamp(
                 self.blocks_per_batch / 4,
-                self.blocks_per_batch.saturating_mul(4),
+                self.blocks_per_batch.saturating_mul(2),
             )
             .max(1);
         Ok(Some(batch))
