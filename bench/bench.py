@@ -211,6 +211,15 @@ def wait_for(what, condition, timeout=900):
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+def finish_load(load, args, result):
+    """Stops the load after its lead-out and adds its latency figures over the purge's window."""
+    time.sleep(args.lead_out)
+    samples = load.stop()
+    result["samples"] = samples
+    result["load_errors"] = load.errors
+    result.update(latency_stats(samples, result["t0"], result["t1"]))
+
+
 # -- the methods: each purges `sessions` and returns (deleted rows, start epoch, end epoch) ------
 
 def run_single_delete(cluster, conn):
@@ -306,11 +315,7 @@ def run_method(cluster, method, args, mode):
     result = {"deleted": deleted, "seconds": t1 - t0, "t0": t0, "t1": t1,
               "longest_txn_ms": sampler.longest_txn_ms, "longest_app_lock_wait_ms": sampler.longest_lock_wait_ms}
     if load:
-        time.sleep(args.lead_out)
-        samples = load.stop()
-        result["samples"] = samples
-        result["load_errors"] = load.errors
-        result.update(latency_stats(samples, t0, t1))
+        finish_load(load, args, result)
     if mode == "quiet":
         result["wal_bytes"] = int(scalar(conn, "SELECT %s::pg_lsn - %s::pg_lsn", (lsn_after, lsn_before)))
         result["size_after"] = scalar(conn, "SELECT pg_total_relation_size('sessions')")
@@ -388,11 +393,7 @@ def partition_run(cluster, method, args, mode):
               "partitions_dropped": int(scalar(conn, "SELECT coalesce(sum(partitions_dropped), 0) FROM session_gc.history")),
               "rows_deleted_by_row": int(scalar(conn, "SELECT coalesce(sum(deleted), 0) FROM session_gc.history"))}
     if load:
-        time.sleep(args.lead_out)
-        samples = load.stop()
-        result["samples"] = samples
-        result["load_errors"] = load.errors
-        result.update(latency_stats(samples, t0, t1))
+        finish_load(load, args, result)
     conn.execute("DROP TABLE psessions")
     conn.close()
     return result

@@ -322,14 +322,14 @@ fn stats_v2(
         Some(_) => targets(tbl).or_raise(),
         None => visible_policies(false).or_raise(),
     };
+    let counting = match exact {
+        Some(true) => engine::Counting::Exact,
+        Some(false) => engine::Counting::Estimate,
+        None => engine::Counting::Auto,
+    };
     let mut rows = Vec::with_capacity(targets.len());
     for relid in targets {
         let policy = load_owned(relid).or_raise();
-        let counting = match exact {
-            Some(true) => engine::Counting::Exact,
-            Some(false) => engine::Counting::Estimate,
-            None => engine::Counting::Auto,
-        };
         let s = stats::collect(&policy, counting).or_raise();
         let [expired, idle, aged, inactive, over_cap] = s.census.expired_by_rule;
         rows.push((

@@ -10,7 +10,7 @@
 
 use crate::error::{GcError, GcResult};
 use crate::identity;
-use crate::policy::{Policy, Rule, RuleKind, Strategy, UserCap, RULE_KINDS};
+use crate::policy::{Policy, Rule, RuleKind, Strategy, UserCap, LEAF_RELATIONS, RULE_KINDS};
 use crate::txn;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
@@ -659,14 +659,19 @@ impl HeapWalk {
         if policy.rules.is_empty() {
             return Ok(None);
         }
-        let any_expired = |alias: &str| {
-            let each: Vec<String> = policy
+        // Each rule's predicate for a row aliased `alias`, cutoffs in `$1..$n`.
+        let predicates = |alias: &str| -> Vec<String> {
+            policy
                 .rules
                 .iter()
                 .enumerate()
-                .map(|(position, rule)| {
-                    format!("coalesce({}, false)", rule.predicate(alias, position + 1))
-                })
+                .map(|(position, rule)| rule.predicate(alias, position + 1))
+                .collect()
+        };
+        let any_expired = |alias: &str| {
+            let each: Vec<String> = predicates(alias)
+                .iter()
+                .map(|predicate| format!("coalesce({predicate}, false)"))
                 .collect();
             format!("({})", each.join(" OR "))
         };
@@ -674,28 +679,21 @@ impl HeapWalk {
             let args = cutoff_args(policy)?;
             // The bare predicates (NULL is not true in a WHERE), so the planner sees each rule's
             // selectivity from its column's statistics.
-            let any: Vec<String> = policy
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(position, rule)| rule.predicate("s", position + 1))
-                .collect();
             let expected = planned_rows(
                 &format!(
                     "SELECT 1 FROM {} s WHERE {}",
                     policy.quoted_table,
-                    any.join(" OR ")
+                    predicates("s").join(" OR ")
                 ),
                 &args,
             )?;
             let total = planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
             let blocks = Spi::get_one_with_args::<i64>(
-                "SELECT coalesce(max(pg_catalog.pg_relation_size(t.relid)
-                                    / pg_catalog.current_setting('block_size')::int8), 0)::int8
-                   FROM (SELECT p.relid FROM pg_catalog.pg_partition_tree($1::oid::regclass) p WHERE p.isleaf
-                         UNION
-                         SELECT c.oid::regclass FROM pg_catalog.pg_class c
-                          WHERE c.oid = $1 AND c.relkind <> 'p') t",
+                &format!(
+                    "SELECT coalesce(max(pg_catalog.pg_relation_size(t.relid)
+                                        / pg_catalog.current_setting('block_size')::int8), 0)::int8
+                       FROM {LEAF_RELATIONS} t"
+                ),
                 &[policy.relid.into()],
             )?;
             Ok::<_, GcError>((expected, total, blocks.unwrap_or(0)))
@@ -1004,12 +1002,7 @@ pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
         let zone_param = count + 2;
         for (position, rule) in policy.rules.iter().enumerate() {
             let mut conditions = vec![rule.predicate("s", position + 1)];
-            for (earlier_position, earlier) in policy.rules[..position].iter().enumerate() {
-                conditions.push(format!(
-                    "NOT coalesce({}, false)",
-                    earlier.predicate("s", earlier_position + 1)
-                ));
-            }
+            conditions.extend(none_of(&policy.rules[..position]));
             let oldest = if rule.is_ordered() {
                 rule.expiry_moment_sql(
                     &format!("min(s.{})", rule.quoted_column()),
@@ -1060,12 +1053,7 @@ pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
         if let Some(cap) = &policy.cap {
             // Sessions beyond the cap among those no time rule purges first.
             let mut conditions = vec![format!("s.{} IS NOT NULL", cap.quoted_user())];
-            for (position, rule) in policy.rules.iter().enumerate() {
-                conditions.push(format!(
-                    "NOT coalesce({}, false)",
-                    rule.predicate("s", position + 1)
-                ));
-            }
+            conditions.extend(none_of(&policy.rules));
             let sql = format!(
                 "SELECT coalesce(sum(g.n - ${cap_param}), 0)::int8 FROM (
                      SELECT count(*) AS n FROM {table} s WHERE {conditions}
@@ -1082,6 +1070,14 @@ pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
                 Spi::get_one_with_args::<i64>(&sql, &args)?.unwrap_or(0);
         }
         Ok(census)
+    })
+}
+
+/// "None of these rules (the policy's first ones, cutoffs in `$1..`) purges the row aliased
+/// `s`", one condition per rule: so a census counts each row under the first rule matching it.
+fn none_of(rules: &[Rule]) -> impl Iterator<Item = String> + '_ {
+    rules.iter().enumerate().map(|(position, rule)| {
+        format!("NOT coalesce({}, false)", rule.predicate("s", position + 1))
     })
 }
 

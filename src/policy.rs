@@ -320,6 +320,13 @@ pub fn table_info(relid: pg_sys::Oid) -> GcResult<TableInfo> {
     })
 }
 
+/// The relations holding the rows of the table whose OID is `$1`: its leaf partitions, or the
+/// table itself when it is not partitioned. A FROM item with one column, `relid`.
+pub const LEAF_RELATIONS: &str =
+    "(SELECT p.relid FROM pg_catalog.pg_partition_tree($1::oid::regclass) p WHERE p.isleaf
+      UNION
+      SELECT c.oid::regclass FROM pg_catalog.pg_class c WHERE c.oid = $1 AND c.relkind <> 'p')";
+
 /// Refuses relations whose rows session_gc cannot or should not delete.
 pub fn check_table_kind(info: &TableInfo) -> GcResult<()> {
     let what = match info.relkind {

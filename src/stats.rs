@@ -4,7 +4,7 @@
 use crate::engine;
 use crate::error::GcResult;
 use crate::identity;
-use crate::policy::Policy;
+use crate::policy::{Policy, LEAF_RELATIONS};
 use pgrx::prelude::*;
 
 #[derive(Debug, Clone, Default)]
@@ -25,11 +25,11 @@ pub fn collect(policy: &Policy, counting: engine::Counting) -> GcResult<TableSta
     let census = engine::census(policy, counting)?;
     let total_rows = identity::as_table_owner(policy.owner, || planner_row_estimate(policy))?;
     let (table_bytes, dead_rows) = Spi::get_two_with_args::<i64, i64>(
-        "SELECT sum(pg_catalog.pg_total_relation_size(t.relid))::int8,
-                sum(pg_catalog.pg_stat_get_dead_tuples(t.relid))::int8
-           FROM (SELECT p.relid FROM pg_catalog.pg_partition_tree($1::oid::regclass) p WHERE p.isleaf
-                 UNION
-                 SELECT c.oid::regclass FROM pg_catalog.pg_class c WHERE c.oid = $1 AND c.relkind <> 'p') t",
+        &format!(
+            "SELECT sum(pg_catalog.pg_total_relation_size(t.relid))::int8,
+                    sum(pg_catalog.pg_stat_get_dead_tuples(t.relid))::int8
+               FROM {LEAF_RELATIONS} t"
+        ),
         &[policy.relid.into()],
     )?;
     let (last_run, last_deleted, deleted_total) = identity::as_extension_owner(|| {
@@ -81,18 +81,16 @@ pub fn metrics() -> GcResult<Vec<TableMetrics>> {
         let counters = identity::as_extension_owner(|| {
             Spi::connect(|client| {
                 let rows = client.select(
-                    "SELECT p.table_name::text, p.enabled, p.strategy, coalesce(t.runs, 0),
-                            coalesce(t.deleted_total, 0), coalesce(t.partitions_dropped_total, 0),
-                            coalesce(t.errors_total, 0),
-                            extract(epoch FROM now() - t.last_run)::float8, t.last_status,
-                            (SELECT sum(pg_catalog.pg_total_relation_size(x.relid))::int8
-                               FROM (SELECT y.relid FROM pg_catalog.pg_partition_tree(p.table_name) y
-                                      WHERE y.isleaf
-                                     UNION
-                                     SELECT p.table_name WHERE NOT EXISTS (
-                                         SELECT 1 FROM pg_catalog.pg_partition_tree(p.table_name))) x)
-                       FROM session_gc.policies p LEFT JOIN session_gc.totals t USING (table_name)
-                      WHERE p.table_name = $1::oid::regclass",
+                    &format!(
+                        "SELECT p.table_name::text, p.enabled, p.strategy, coalesce(t.runs, 0),
+                                coalesce(t.deleted_total, 0), coalesce(t.partitions_dropped_total, 0),
+                                coalesce(t.errors_total, 0),
+                                extract(epoch FROM now() - t.last_run)::float8, t.last_status,
+                                (SELECT sum(pg_catalog.pg_total_relation_size(x.relid))::int8
+                                   FROM {LEAF_RELATIONS} x)
+                           FROM session_gc.policies p LEFT JOIN session_gc.totals t USING (table_name)
+                          WHERE p.table_name = $1::oid::regclass"
+                    ),
                     None,
                     &[relid.into()],
                 )?;

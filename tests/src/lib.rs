@@ -363,3 +363,42 @@ where
 pub fn count(client: &mut Client, from_where: &str) -> i64 {
     scalar(client, &format!("SELECT count(*) FROM {from_where}"))
 }
+
+/// One row of `session_gc.cleanup(...)`, for a call that purges one table.
+#[derive(Debug, Clone)]
+pub struct CleanupRow {
+    pub deleted: i64,
+    pub expired: i64,
+    pub idle: i64,
+    pub aged: i64,
+    pub inactive: i64,
+    pub over_cap: i64,
+    pub partitions_dropped: i32,
+    pub batches: i32,
+    pub status: String,
+}
+
+/// Calls `session_gc.cleanup(args)` and reads its one row.
+pub fn cleanup_row(client: &mut Client, args: &str) -> CleanupRow {
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT deleted, expired, idle, aged, inactive, over_cap, partitions_dropped,
+                        batches, status
+                   FROM session_gc.cleanup({args})"
+            ),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("cleanup({args}): {e}"));
+    CleanupRow {
+        deleted: row.get(0),
+        expired: row.get(1),
+        idle: row.get(2),
+        aged: row.get(3),
+        inactive: row.get(4),
+        over_cap: row.get(5),
+        partitions_dropped: row.get(6),
+        batches: row.get(7),
+        status: row.get(8),
+    }
+}

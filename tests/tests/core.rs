@@ -3,7 +3,9 @@
 //! stats and history.
 
 use postgres::Client;
-use session_gc_integration::{count, expect_error, scalar, shared_cluster, wait_until};
+use session_gc_integration::{
+    cleanup_row, count, expect_error, scalar, shared_cluster, wait_until,
+};
 use std::time::{Duration, Instant};
 
 fn db(name: &str) -> Client {
@@ -28,23 +30,15 @@ const SESSIONS: &str = "
 
 /// `(deleted, expired, idle, aged, inactive, batches, status)` of a cleanup() call on one table.
 fn cleanup(client: &mut Client, args: &str) -> (i64, i64, i64, i64, i64, i32, String) {
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT deleted, expired, idle, aged, inactive, batches, status
-                   FROM session_gc.cleanup({args})"
-            ),
-            &[],
-        )
-        .unwrap_or_else(|e| panic!("cleanup({args}): {e}"));
+    let row = cleanup_row(client, args);
     (
-        row.get(0),
-        row.get(1),
-        row.get(2),
-        row.get(3),
-        row.get(4),
-        row.get(5),
-        row.get(6),
+        row.deleted,
+        row.expired,
+        row.idle,
+        row.aged,
+        row.inactive,
+        row.batches,
+        row.status,
     )
 }
 

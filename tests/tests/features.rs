@@ -3,7 +3,9 @@
 //! `docs/`, and the packaging metadata.
 
 use postgres::Client;
-use session_gc_integration::{count, expect_error, scalar, shared_cluster};
+use session_gc_integration::{
+    cleanup_row as cleanup, count, expect_error, scalar, shared_cluster, CleanupRow,
+};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -29,27 +31,6 @@ const CAPPED: &str = "
     );
     CREATE INDEX ON sessions (user_id);
     CREATE INDEX ON sessions (expires);";
-
-/// `(deleted, expired, over_cap, partitions_dropped, batches, status)` of one cleanup() row.
-fn cleanup(client: &mut Client, args: &str) -> (i64, i64, i64, i32, i32, String) {
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT deleted, expired, over_cap, partitions_dropped, batches, status
-                   FROM session_gc.cleanup({args})"
-            ),
-            &[],
-        )
-        .unwrap_or_else(|e| panic!("cleanup({args}): {e}"));
-    (
-        row.get(0),
-        row.get(1),
-        row.get(2),
-        row.get(3),
-        row.get(4),
-        row.get(5),
-    )
-}
 
 #[test]
 fn per_user_cap_keeps_the_newest_sessions_of_each_user() {
@@ -77,7 +58,14 @@ fn per_user_cap_keeps_the_newest_sessions_of_each_user() {
     );
     assert!(registered.contains("4 newer sessions"), "{registered}");
     let over_cap_before: i64 = scalar(&mut c, "SELECT over_cap FROM session_gc.stats('sessions')");
-    let (deleted, expired, over_cap, _, batches, status) = cleanup(&mut c, "batch_size => 50");
+    let CleanupRow {
+        deleted,
+        expired,
+        over_cap,
+        batches,
+        status,
+        ..
+    } = cleanup(&mut c, "batch_size => 50");
     assert_eq!(status, "ok");
     assert_eq!(expired, 0);
     assert_eq!(deleted, over_cap);
@@ -121,7 +109,7 @@ fn per_user_cap_keeps_the_newest_sessions_of_each_user() {
     );
     assert_eq!(count(&mut c, "sessions WHERE user_id = -1"), 2);
     // Nothing beyond the cap left: a second run deletes nothing.
-    assert_eq!(cleanup(&mut c, "").0, 0);
+    assert_eq!(cleanup(&mut c, "").deleted, 0);
 }
 
 #[test]
@@ -147,7 +135,13 @@ fn per_user_cap_applies_after_the_time_rules_and_skips_locked_rows() {
     )
     .unwrap();
     let started = Instant::now();
-    let (deleted, expired, over_cap, _, _, status) = cleanup(&mut c, "");
+    let CleanupRow {
+        deleted,
+        expired,
+        over_cap,
+        status,
+        ..
+    } = cleanup(&mut c, "");
     assert!(
         started.elapsed() < Duration::from_millis(900),
         "the purge did not wait for the application's lock: {:?}",
@@ -161,7 +155,7 @@ fn per_user_cap_applies_after_the_time_rules_and_skips_locked_rows() {
     );
     assert_eq!(count(&mut c, "sessions WHERE user_id = 2"), 4);
     app.batch_execute("COMMIT").unwrap();
-    assert_eq!(cleanup(&mut c, "").2, 1);
+    assert_eq!(cleanup(&mut c, "").over_cap, 1);
     assert_eq!(count(&mut c, "sessions WHERE user_id = 2"), 3);
     assert_eq!(
         count(
@@ -283,7 +277,11 @@ fn drop_partitions_drops_whole_expired_partitions_and_deletes_the_rest() {
                                     strategy => 'drop_partitions')",
     )
     .unwrap();
-    let (_, _, _, dropped, _, status) = cleanup(&mut c, "");
+    let CleanupRow {
+        partitions_dropped: dropped,
+        status,
+        ..
+    } = cleanup(&mut c, "");
     assert_eq!(status, "ok");
     assert_eq!(
         dropped,
@@ -305,7 +303,13 @@ fn drop_partitions_drops_whole_expired_partitions_and_deletes_the_rest() {
         "SELECT session_gc.register('psessions', expires_column => 'expires', strategy => 'drop_partitions')",
     )
     .unwrap();
-    let (deleted, expired, _, dropped, _, status) = cleanup(&mut c, "");
+    let CleanupRow {
+        deleted,
+        expired,
+        partitions_dropped: dropped,
+        status,
+        ..
+    } = cleanup(&mut c, "");
     assert_eq!(status, "ok");
     assert_eq!(dropped, 2, "the day before yesterday and yesterday");
     assert!(deleted > 0 && deleted == expired);
@@ -351,7 +355,11 @@ fn drop_partitions_skips_a_locked_partition_and_never_drops_a_detached_one() {
     ))
     .unwrap();
     let started = Instant::now();
-    let (_, _, _, dropped, _, status) = cleanup(&mut c, "");
+    let CleanupRow {
+        partitions_dropped: dropped,
+        status,
+        ..
+    } = cleanup(&mut c, "");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "no long wait for the application's lock: {:?}",
@@ -370,7 +378,11 @@ fn drop_partitions_skips_a_locked_partition_and_never_drops_a_detached_one() {
     let detached_rows = count(&mut c, detached);
     assert!(detached_rows > 0, "the detached table is untouched");
     app.batch_execute("COMMIT").unwrap();
-    assert_eq!(cleanup(&mut c, "").3, 1, "dropped on the next run");
+    assert_eq!(
+        cleanup(&mut c, "").partitions_dropped,
+        1,
+        "dropped on the next run"
+    );
     assert!(!partitions(&mut c).contains(oldest));
     assert_eq!(count(&mut c, detached), detached_rows);
 }
