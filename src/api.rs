@@ -505,7 +505,7 @@ fn check_batch_size(size: i32) -> GcResult<()> {
                     gucs::MAX_BATCH_SIZE
                 ))
                 .hint(
-                    "Pass a positive batch size such as 5000, or NULL for session_gc.batch_size.",
+                    "Pass a positive batch size such as 1000, or NULL for session_gc.batch_size.",
                 ),
         )
     }

@@ -10,7 +10,9 @@
 
 use crate::error::{GcError, GcResult};
 use crate::identity;
-use crate::policy::{Policy, Rule, RuleKind, Strategy, UserCap, LEAF_RELATIONS, RULE_KINDS};
+use crate::policy::{
+    Cutoff, Policy, Rule, RuleKind, Strategy, UserCap, LEAF_RELATIONS, RULE_KINDS,
+};
 use crate::txn;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
@@ -44,9 +46,14 @@ impl Progress {
     }
 }
 
-/// How long the key-range fast path may wait for a row lock before the batch is redone with
-/// `SKIP LOCKED`. Short, because rows the batch already deleted stay locked while it waits.
-const FAST_PATH_LOCK_TIMEOUT_MS: i32 = 50;
+/// How long a row batch's fast path may wait for a row lock before the batch is redone with
+/// `SKIP LOCKED`. Short, because rows the batch already deleted stay locked while it waits, and
+/// an application touching one of them waits in turn. An application holds a row for about one
+/// of its transactions, so most waits end well within it.
+const ROW_LOCK_WAIT_MS: i32 = 10;
+
+/// How long a detach may wait for a partition's lock before the partition is tried later.
+const PARTITION_LOCK_WAIT_MS: i32 = 50;
 
 /// The batch statements of one rule.
 ///
@@ -338,7 +345,7 @@ impl PartitionWalk {
         let expired = identity::as_table_owner(policy.owner, || {
             let cutoff = rule.cutoff(&policy.time_zone)?;
             Spi::connect(|client| {
-                let rows = client.select(&sql, None, &[cutoff.into(), policy.relid.into()])?;
+                let rows = client.select(&sql, None, &[cutoff.arg(), policy.relid.into()])?;
                 let mut expired = VecDeque::new();
                 for row in rows {
                     if let (Some(oid), Some(name)) =
@@ -442,7 +449,7 @@ fn detach_partition(
     partition: pg_sys::Oid,
     name: &str,
 ) -> GcResult<Option<(pg_sys::Oid, String, String)>> {
-    let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
+    let wait = PARTITION_LOCK_WAIT_MS.min(crate::gucs::lock_timeout_ms());
     txn::in_subtransaction(|| {
         let detached = identity::as_table_owner_waiting(policy.owner, wait, || {
             Spi::run(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))?;
@@ -791,7 +798,7 @@ impl HeapWalk {
                 })
             })
         };
-        let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
+        let wait = ROW_LOCK_WAIT_MS.min(crate::gucs::lock_timeout_ms());
         let batch = match txn::in_subtransaction(|| run(&self.range_delete, wait)) {
             Ok(batch) => batch,
             Err(error) if is_contention(&error) => {
@@ -851,7 +858,7 @@ fn retrying_moved_rows<R>(mut batch: impl FnMut() -> GcResult<R>) -> GcResult<R>
 fn cutoff_args(policy: &Policy) -> GcResult<Vec<pgrx::datum::DatumWithOid<'static>>> {
     let mut args = Vec::with_capacity(policy.rules.len() + 2);
     for rule in &policy.rules {
-        args.push(rule.cutoff(&policy.time_zone)?.into());
+        args.push(rule.cutoff(&policy.time_zone)?.arg());
     }
     Ok(args)
 }
@@ -902,7 +909,7 @@ impl IndexWalk {
                 let cutoff = rule.cutoff(&policy.time_zone)?;
                 let (deleted, next_key, more) = Spi::get_three_with_args::<i64, String, bool>(
                     statement,
-                    &[cutoff.into(), start_key.as_str().into(), batch_size.into()],
+                    &[cutoff.arg(), start_key.as_str().into(), batch_size.into()],
                 )?;
                 Ok::<_, GcError>((deleted.unwrap_or(0), next_key, more.unwrap_or(false)))
             })
@@ -921,7 +928,7 @@ impl IndexWalk {
         // it gives up after a short wait and the batch is redone skipping locked rows.
         let fast = match range {
             Some(statement) => {
-                let wait = FAST_PATH_LOCK_TIMEOUT_MS.min(crate::gucs::lock_timeout_ms());
+                let wait = ROW_LOCK_WAIT_MS.min(crate::gucs::lock_timeout_ms());
                 match txn::in_subtransaction(|| run(statement, wait)) {
                     Ok(outcome) => Some((outcome, false)),
                     Err(error) if is_contention(&error) => None,
@@ -989,7 +996,7 @@ impl Census {
 pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
     identity::as_table_owner(policy.owner, || {
         let count = policy.rules.len();
-        let mut cutoffs: Vec<Option<String>> = Vec::with_capacity(count);
+        let mut cutoffs = Vec::with_capacity(count);
         for rule in &policy.rules {
             cutoffs.push(rule.cutoff(&policy.time_zone)?);
         }
@@ -1015,7 +1022,7 @@ pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
             let conditions = conditions.join(" AND ");
             let table = &policy.quoted_table;
             let mut args: Vec<pgrx::datum::DatumWithOid> =
-                cutoffs.iter().map(|c| c.clone().into()).collect();
+                cutoffs.iter().map(|cutoff: &Cutoff| cutoff.arg()).collect();
             args.push(rule.lifetime.as_str().into());
             args.push(policy.time_zone.as_str().into());
             let estimate = match counting {
@@ -1064,7 +1071,7 @@ pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
                 user = cap.quoted_user(),
             );
             let mut args: Vec<pgrx::datum::DatumWithOid> =
-                cutoffs.iter().map(|c| c.clone().into()).collect();
+                cutoffs.iter().map(|cutoff: &Cutoff| cutoff.arg()).collect();
             args.push(cap.max_per_user.into());
             census.expired_by_rule[RuleKind::OverCap.index()] =
                 Spi::get_one_with_args::<i64>(&sql, &args)?.unwrap_or(0);

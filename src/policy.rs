@@ -91,17 +91,18 @@ impl ColumnKind {
         }
     }
 
-    /// SQL computing the cutoff as text from `$1` (how far back, an interval) and `$2` (zone).
+    /// SQL computing the cutoff in the column's type from `$1` (how far back, an interval) and
+    /// `$2` (zone).
     fn cutoff_sql(self) -> Option<&'static str> {
         Some(match self {
-            ColumnKind::Timestamptz => "SELECT (now() - $1::interval)::text",
-            ColumnKind::Timestamp => "SELECT ((now() - $1::interval) AT TIME ZONE $2)::text",
-            ColumnKind::Date => "SELECT ((now() - $1::interval) AT TIME ZONE $2)::date::text",
+            ColumnKind::Timestamptz => "SELECT now() - $1::interval",
+            ColumnKind::Timestamp => "SELECT (now() - $1::interval) AT TIME ZONE $2",
+            ColumnKind::Date => "SELECT ((now() - $1::interval) AT TIME ZONE $2)::date",
             ColumnKind::EpochSeconds => {
-                "SELECT floor(extract(epoch FROM now() - $1::interval))::int8::text"
+                "SELECT floor(extract(epoch FROM now() - $1::interval))::int8"
             }
             ColumnKind::EpochMillis => {
-                "SELECT floor(extract(epoch FROM now() - $1::interval) * 1000)::int8::text"
+                "SELECT floor(extract(epoch FROM now() - $1::interval) * 1000)::int8"
             }
             ColumnKind::Boolean => return None,
         })
@@ -116,6 +117,31 @@ impl ColumnKind {
             ColumnKind::EpochSeconds => format!("to_timestamp({value})"),
             ColumnKind::EpochMillis => format!("to_timestamp({value} / 1000.0)"),
             ColumnKind::Boolean => "NULL::timestamptz".to_string(),
+        }
+    }
+}
+
+/// A rule's cutoff, in the column's own type. It is bound as a typed parameter: a text parameter
+/// cast in the SQL is a stable cast, so a filter would parse it again for every row it checks.
+#[derive(Debug, Clone, Copy)]
+pub enum Cutoff {
+    Timestamptz(TimestampWithTimeZone),
+    Timestamp(Timestamp),
+    Date(Date),
+    Epoch(i64),
+    /// Boolean rules have no cutoff (bound as NULL, never read).
+    None,
+}
+
+impl Cutoff {
+    /// The cutoff as a statement parameter.
+    pub fn arg(self) -> pgrx::datum::DatumWithOid<'static> {
+        match self {
+            Cutoff::Timestamptz(value) => value.into(),
+            Cutoff::Timestamp(value) => value.into(),
+            Cutoff::Date(value) => value.into(),
+            Cutoff::Epoch(value) => value.into(),
+            Cutoff::None => Option::<bool>::None.into(),
         }
     }
 }
@@ -165,16 +191,25 @@ impl Rule {
         self.column_kind != ColumnKind::Boolean
     }
 
-    /// The cutoff for this rule right now, as text in the column's type; None for boolean rules.
-    pub fn cutoff(&self, time_zone: &str) -> GcResult<Option<String>> {
+    /// The cutoff for this rule right now, in the column's type.
+    pub fn cutoff(&self, time_zone: &str) -> GcResult<Cutoff> {
         let Some(sql) = self.column_kind.cutoff_sql() else {
-            return Ok(None);
+            return Ok(Cutoff::None);
         };
-        let cutoff = Spi::get_one_with_args::<String>(
-            sql,
-            &[self.cutoff_offset.as_str().into(), time_zone.into()],
-        )?;
-        Ok(cutoff)
+        let args = [self.cutoff_offset.as_str().into(), time_zone.into()];
+        let cutoff = match self.column_kind {
+            ColumnKind::Timestamptz => Spi::get_one_with_args::<TimestampWithTimeZone>(sql, &args)?
+                .map(Cutoff::Timestamptz),
+            ColumnKind::Timestamp => {
+                Spi::get_one_with_args::<Timestamp>(sql, &args)?.map(Cutoff::Timestamp)
+            }
+            ColumnKind::Date => Spi::get_one_with_args::<Date>(sql, &args)?.map(Cutoff::Date),
+            ColumnKind::EpochSeconds | ColumnKind::EpochMillis => {
+                Spi::get_one_with_args::<i64>(sql, &args)?.map(Cutoff::Epoch)
+            }
+            ColumnKind::Boolean => None,
+        };
+        Ok(cutoff.unwrap_or(Cutoff::None))
     }
 
     /// SQL for the moment the oldest row in a set expired under this rule;

@@ -39,7 +39,11 @@ mod tests {
             };
             let rules = policy::build_rules(&info, &spec).expect("rules");
             assert_eq!(rules[0].column_kind, expected);
-            let cutoff = rules[0].cutoff("UTC").expect("cutoff").expect("a cutoff");
+            let cutoff = rules[0].cutoff("UTC").expect("cutoff");
+            assert!(
+                !matches!(cutoff, policy::Cutoff::None),
+                "{column}: no cutoff"
+            );
             // The cutoff parses as the column's type and lies an hour back.
             let sql = format!(
                 "SELECT $1::{ty} < {now} AND $1::{ty} > {now} - {two_hours}",
@@ -59,9 +63,8 @@ mod tests {
                     _ => "interval '2 hours'",
                 },
             );
-            let ok =
-                Spi::get_one_with_args::<bool>(&sql, &[cutoff.as_str().into()]).expect("compare");
-            assert_eq!(ok, Some(true), "{column}: cutoff {cutoff}");
+            let ok = Spi::get_one_with_args::<bool>(&sql, &[cutoff.arg()]).expect("compare");
+            assert_eq!(ok, Some(true), "{column}: cutoff {cutoff:?}");
         }
     }
 

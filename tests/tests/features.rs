@@ -298,9 +298,13 @@ fn drop_partitions_drops_whole_expired_partitions_and_deletes_the_rest() {
     );
     assert!(count(&mut c, "psessions WHERE expires < now()") > 0);
     // Without grace: every partition that ended before now goes; the current partition's and
-    // the default partition's expired rows are deleted row by row; live rows all stay.
+    // the default partition's expired rows are deleted row by row; live rows all stay. Some of
+    // today's sessions have expired whatever the time of day.
     c.batch_execute(
-        "SELECT session_gc.register('psessions', expires_column => 'expires', strategy => 'drop_partitions')",
+        "INSERT INTO psessions
+         SELECT g, date_trunc('day', now()) + (now() - date_trunc('day', now())) * (g / 20.0), 'today'
+           FROM generate_series(1, 19) g;
+         SELECT session_gc.register('psessions', expires_column => 'expires', strategy => 'drop_partitions')",
     )
     .unwrap();
     let CleanupRow {
