@@ -504,9 +504,7 @@ fn check_batch_size(size: i32) -> GcResult<()> {
                     "A batch holds between 1 and {} rows.",
                     gucs::MAX_BATCH_SIZE
                 ))
-                .hint(
-                    "Pass a positive batch size such as 1000, or NULL for session_gc.batch_size.",
-                ),
+                .hint("Pass a positive batch size such as 500, or NULL for session_gc.batch_size."),
         )
     }
 }

@@ -84,7 +84,7 @@ pub extern "C-unwind" fn session_gc_launcher_main(_arg: pg_sys::Datum) {
     set_application_name(LAUNCHER_NAME);
     log("session_gc launcher started");
 
-    let mut workers: HashMap<pg_sys::Oid, DynamicBackgroundWorker> = HashMap::new();
+    let mut workers: HashMap<pg_sys::Oid, StartedWorker> = HashMap::new();
     let mut last_round: Option<Instant> = None;
     let mut refused_last_round = false;
     while !shutdown_requested() {
@@ -92,7 +92,9 @@ pub extern "C-unwind" fn session_gc_launcher_main(_arg: pg_sys::Datum) {
         let due = last_round.is_none_or(|at| at.elapsed() >= gucs::interval());
         if due && gucs::enabled() {
             last_round = Some(Instant::now());
-            workers.retain(|_, worker| worker.pid().is_ok() || still_starting(worker));
+            workers.retain(|_, started| {
+                started.worker.pid().is_ok() || still_starting(&started.worker)
+            });
             match databases() {
                 Ok(databases) => {
                     let refused = start_workers(&databases, &mut workers);
@@ -132,17 +134,56 @@ fn still_starting(worker: &DynamicBackgroundWorker) -> bool {
     )
 }
 
+/// A worker the launcher started. PostgreSQL allocates a worker's handle in the memory context
+/// current when it is registered, and pgrx never frees it; the launcher lives as long as the
+/// server, so each worker is registered in a small context of its own, deleted with it.
+struct StartedWorker {
+    worker: DynamicBackgroundWorker,
+    memory: pg_sys::MemoryContext,
+}
+
+impl StartedWorker {
+    fn start(builder: BackgroundWorkerBuilder) -> Option<Self> {
+        unsafe {
+            let memory = pg_sys::AllocSetContextCreateExtended(
+                pg_sys::TopMemoryContext,
+                c"session_gc worker handle".as_ptr(),
+                0,
+                1024,
+                8192,
+            );
+            let previous = pg_sys::MemoryContextSwitchTo(memory);
+            let started = builder.load_dynamic();
+            pg_sys::MemoryContextSwitchTo(previous);
+            match started {
+                Ok(worker) => Some(StartedWorker { worker, memory }),
+                Err(_) => {
+                    pg_sys::MemoryContextDelete(memory);
+                    None
+                }
+            }
+        }
+    }
+}
+
+impl Drop for StartedWorker {
+    fn drop(&mut self) {
+        // The handle is not used after this: `worker` has no drop of its own.
+        unsafe { pg_sys::MemoryContextDelete(self.memory) };
+    }
+}
+
 /// Starts a worker for each database that has none running. True if any start was refused.
 fn start_workers(
     databases: &[(pg_sys::Oid, String)],
-    workers: &mut HashMap<pg_sys::Oid, DynamicBackgroundWorker>,
+    workers: &mut HashMap<pg_sys::Oid, StartedWorker>,
 ) -> bool {
     let mut refused = false;
     for (oid, name) in databases {
         if workers.contains_key(oid) {
             continue;
         }
-        let started = BackgroundWorkerBuilder::new(&format!("{WORKER_NAME} {name}"))
+        let builder = BackgroundWorkerBuilder::new(&format!("{WORKER_NAME} {name}"))
             .set_type(WORKER_NAME)
             .set_library("session_gc")
             .set_function("session_gc_worker_main")
@@ -150,13 +191,12 @@ fn start_workers(
             .set_extra(name)
             .enable_spi_access()
             .set_restart_time(None)
-            .set_notify_pid(unsafe { pg_sys::MyProcPid })
-            .load_dynamic();
-        match started {
-            Ok(worker) => {
-                workers.insert(*oid, worker);
+            .set_notify_pid(unsafe { pg_sys::MyProcPid });
+        match StartedWorker::start(builder) {
+            Some(started) => {
+                workers.insert(*oid, started);
             }
-            Err(_) => refused = true,
+            None => refused = true,
         }
     }
     refused
