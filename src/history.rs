@@ -67,6 +67,34 @@ pub fn start(relid: pg_sys::Oid, table_name: &str, trigger: Trigger) -> GcResult
     })
 }
 
+/// Whether the worker should leave a table alone this pass because its last worker runs
+/// failed: after two failures in a row it waits two intervals, then four, and so on, at most an
+/// hour (or one interval, if longer). A broken policy (a column dropped, a table locked for
+/// hours) then costs a history row and a WARNING now and then, not at every interval. Failures
+/// before the policy was last registered do not count, so `register()` ends the backoff;
+/// `cleanup()` and `purge()` never back off.
+pub fn backing_off(relid: pg_sys::Oid, interval: std::time::Duration) -> GcResult<bool> {
+    identity::as_extension_owner(|| {
+        let waiting = Spi::get_one_with_args::<bool>(
+            "WITH last_success AS (
+                 SELECT coalesce(max(h.id), 0) AS id FROM session_gc.history h
+                  WHERE h.relid = $1 AND h.trigger = 'worker' AND h.status <> 'error'),
+             failures AS (
+                 SELECT count(*) AS n, max(h.finished_at) AS latest
+                   FROM session_gc.history h, last_success s, session_gc.policies p
+                  WHERE h.relid = $1 AND h.trigger = 'worker' AND h.status = 'error'
+                    AND h.id > s.id AND p.table_name = $1::oid::regclass
+                    AND h.started_at >= p.updated_at)
+             SELECT f.n >= 2 AND pg_catalog.now() < f.latest + LEAST(
+                        pg_catalog.make_interval(secs => $2) * pg_catalog.power(2, LEAST(f.n - 1, 20)),
+                        GREATEST(pg_catalog.make_interval(secs => $2), interval '1 hour'))
+               FROM failures f",
+            &[relid.into(), interval.as_secs_f64().into()],
+        )?;
+        Ok(waiting == Some(true))
+    })
+}
+
 /// Closes a history row and adds the run to the table's totals. A worker run that found
 /// nothing to do leaves no history row (only the totals and the pass record move), so an idle
 /// table does not add a row per interval.
@@ -80,9 +108,14 @@ pub fn finish(
     let [expired, idle, aged, inactive, over_cap] = progress.deleted_by_rule;
     let did_something = progress.deleted() > 0 || progress.partitions_dropped > 0;
     identity::as_extension_owner(|| {
+        // Kept all the same after a failed worker run: it shows the table recovered, and ends
+        // the failures' backoff.
         Spi::run_with_args(
-            "DELETE FROM session_gc.history
-              WHERE id = $1 AND trigger = 'worker' AND $2 = 'ok' AND NOT $3",
+            "DELETE FROM session_gc.history h
+              WHERE h.id = $1 AND h.trigger = 'worker' AND $2 = 'ok' AND NOT $3
+                AND (SELECT p.status FROM session_gc.history p
+                      WHERE p.relid = h.relid AND p.trigger = 'worker' AND p.id < h.id
+                      ORDER BY p.id DESC LIMIT 1) IS DISTINCT FROM 'error'",
             &[id.into(), status.as_str().into(), did_something.into()],
         )?;
         Spi::run_with_args(

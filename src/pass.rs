@@ -77,6 +77,13 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
     let mut summary = PassSummary::default();
     let mut active: Vec<TableRun> = Vec::new();
     for relid in relids {
+        if options.trigger == Trigger::Worker
+            && tx
+                .run(|| history::backing_off(relid, gucs::interval()))
+                .unwrap_or(false)
+        {
+            continue;
+        }
         match tx.run(|| open_run(relid, options)) {
             Ok(run) => active.push(run),
             Err(error) => {

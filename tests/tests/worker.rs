@@ -340,6 +340,79 @@ fn tables_dropped_or_altered_under_the_worker_fail_alone() {
 }
 
 #[test]
+fn a_failing_table_is_retried_ever_less_often_until_registered_again() {
+    let cluster = Cluster::start("w_backoff", &[PRELOAD, "session_gc.interval = '1h'"]);
+    let db = cluster.fresh_db("w_backoff");
+    let mut c = cluster.connect(&db);
+    sessions_table(&mut c, "broken", 100, 10);
+    sessions_table(&mut c, "healthy", 100, 10);
+    c.batch_execute("ALTER TABLE broken DROP COLUMN expires")
+        .unwrap();
+    let mut admin = cluster.connect("postgres");
+    reload(&mut admin, &[("session_gc.interval", "1s")]);
+    let failures = |c: &mut Client| {
+        count(
+            c,
+            "session_gc.history WHERE table_name = 'broken' AND status = 'error'",
+        )
+    };
+    wait_until("four failed runs of broken", DEADLINE, || {
+        failures(&mut c) >= 4
+    });
+    // Retried at the next pass after the first failure, then two and four intervals later
+    // (every pass would retry it one second later).
+    let gaps: Vec<f64> = c
+        .query(
+            "SELECT extract(epoch FROM started_at - lag(started_at) OVER (ORDER BY id))::float8
+               FROM session_gc.history WHERE table_name = 'broken' AND status = 'error' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        gaps[1] >= 1.9 && gaps[2] >= 3.9,
+        "gaps between failures: {gaps:?}"
+    );
+    assert_eq!(
+        count(&mut c, "healthy"),
+        10,
+        "the other table is purged all along"
+    );
+    // Fixed (no session expired yet) and registered again: the backoff (eight more seconds)
+    // ends, and the next pass records the recovery although it deleted nothing.
+    c.batch_execute(
+        "ALTER TABLE broken ADD COLUMN expires timestamptz NOT NULL DEFAULT now() + interval '1 hour';
+         SELECT session_gc.register('broken', expires_column => 'expires');",
+    )
+    .unwrap();
+    let recovered = |c: &mut Client| {
+        count(
+            c,
+            "session_gc.history WHERE table_name = 'broken' AND status = 'ok' AND trigger = 'worker' AND deleted = 0",
+        )
+    };
+    wait_until(
+        "the next pass records broken's recovery",
+        Duration::from_secs(5),
+        || recovered(&mut c) == 1,
+    );
+    // Later passes that find nothing leave no row again.
+    let passes = |c: &mut Client| {
+        scalar::<i64>(
+            c,
+            "SELECT coalesce(max(passes), 0) FROM session_gc.worker_state",
+        )
+    };
+    let seen = passes(&mut c);
+    wait_until("two more passes", DEADLINE, || passes(&mut c) >= seen + 2);
+    assert_eq!(recovered(&mut c), 1);
+    assert_eq!(count(&mut c, "broken"), 110);
+}
+
+#[test]
 fn rows_and_tables_held_by_the_application_are_skipped_not_waited_for() {
     let cluster = Cluster::start(
         "w_locks",
