@@ -91,23 +91,6 @@ impl ColumnKind {
         }
     }
 
-    /// SQL computing the cutoff in the column's type from `$1` (how far back, an interval) and
-    /// `$2` (zone).
-    fn cutoff_sql(self) -> Option<&'static str> {
-        Some(match self {
-            ColumnKind::Timestamptz => "SELECT now() - $1::interval",
-            ColumnKind::Timestamp => "SELECT (now() - $1::interval) AT TIME ZONE $2",
-            ColumnKind::Date => "SELECT ((now() - $1::interval) AT TIME ZONE $2)::date",
-            ColumnKind::EpochSeconds => {
-                "SELECT floor(extract(epoch FROM now() - $1::interval))::int8"
-            }
-            ColumnKind::EpochMillis => {
-                "SELECT floor(extract(epoch FROM now() - $1::interval) * 1000)::int8"
-            }
-            ColumnKind::Boolean => return None,
-        })
-    }
-
     /// SQL turning a column value into the moment it stands for, with `$zone` as the zone parameter.
     fn moment_sql(self, value: &str, zone: &str) -> String {
         match self {
@@ -191,22 +174,36 @@ impl Rule {
         self.column_kind != ColumnKind::Boolean
     }
 
-    /// The cutoff for this rule right now, in the column's type.
+    /// The cutoff for this rule right now, in the column's type, computed from how far back it
+    /// lies (`$1`, an interval) and the policy's zone (`$2`).
     pub fn cutoff(&self, time_zone: &str) -> GcResult<Cutoff> {
-        let Some(sql) = self.column_kind.cutoff_sql() else {
-            return Ok(Cutoff::None);
-        };
         let args = [self.cutoff_offset.as_str().into(), time_zone.into()];
         let cutoff = match self.column_kind {
-            ColumnKind::Timestamptz => Spi::get_one_with_args::<TimestampWithTimeZone>(sql, &args)?
-                .map(Cutoff::Timestamptz),
-            ColumnKind::Timestamp => {
-                Spi::get_one_with_args::<Timestamp>(sql, &args)?.map(Cutoff::Timestamp)
-            }
-            ColumnKind::Date => Spi::get_one_with_args::<Date>(sql, &args)?.map(Cutoff::Date),
-            ColumnKind::EpochSeconds | ColumnKind::EpochMillis => {
-                Spi::get_one_with_args::<i64>(sql, &args)?.map(Cutoff::Epoch)
-            }
+            ColumnKind::Timestamptz => Spi::get_one_with_args::<TimestampWithTimeZone>(
+                "SELECT now() - $1::interval",
+                &args,
+            )?
+            .map(Cutoff::Timestamptz),
+            ColumnKind::Timestamp => Spi::get_one_with_args::<Timestamp>(
+                "SELECT (now() - $1::interval) AT TIME ZONE $2",
+                &args,
+            )?
+            .map(Cutoff::Timestamp),
+            ColumnKind::Date => Spi::get_one_with_args::<Date>(
+                "SELECT ((now() - $1::interval) AT TIME ZONE $2)::date",
+                &args,
+            )?
+            .map(Cutoff::Date),
+            ColumnKind::EpochSeconds => Spi::get_one_with_args::<i64>(
+                "SELECT floor(extract(epoch FROM now() - $1::interval))::int8",
+                &args,
+            )?
+            .map(Cutoff::Epoch),
+            ColumnKind::EpochMillis => Spi::get_one_with_args::<i64>(
+                "SELECT floor(extract(epoch FROM now() - $1::interval) * 1000)::int8",
+                &args,
+            )?
+            .map(Cutoff::Epoch),
             ColumnKind::Boolean => None,
         };
         Ok(cutoff.unwrap_or(Cutoff::None))
