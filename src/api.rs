@@ -246,6 +246,7 @@ fn purge_one(
     let info = policy::table_info(relid)?;
     let history_id = history::start(relid, &info.display_name, Trigger::Manual)?;
     let run = txn::in_subtransaction(|| {
+        txn::compress_wal_of_batch();
         let policy = load_owned(relid)?;
         let budget = Budget {
             batch_size: i64::from(
@@ -657,6 +658,10 @@ impl crate::pass::Transactions for ProcedureTransactions {
 
     fn stop_requested(&mut self) -> bool {
         false
+    }
+
+    fn batch_commits_alone(&self) -> bool {
+        self.commit_each_batch
     }
 
     fn pause(&mut self) {

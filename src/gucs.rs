@@ -1,7 +1,7 @@
 //! Every `session_gc.*` setting: private statics, one typed getter each, one `init()`.
 //! Contexts are chosen on purpose; the README's settings table mirrors them.
 
-use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use std::ffi::CString;
 use std::time::Duration;
 
@@ -52,6 +52,30 @@ static LOG_RUNS: GucSetting<bool> = GucSetting::<bool>::new(true);
 /// Send `NOTIFY session_gc` with a JSON payload after each run that deleted something. Off by
 /// default: a notification costs a little and only matters to applications that listen.
 static NOTIFY: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+/// How purge batches compress the full-page images they write to WAL when the server's own
+/// `wal_compression` is off. A purge dirties every page holding an expired row, and the first
+/// change to a page after a checkpoint logs the whole page: about 90% of a purge's WAL. lz4
+/// cut the benchmark's purge WAL 3.4x in the same time (pglz and zstd took 2.1x and 1.7x as
+/// long); every application commit flushes that WAL too, and standbys and archives receive it.
+static WAL_COMPRESSION: GucSetting<WalCompression> =
+    GucSetting::<WalCompression>::new(WalCompression::Auto);
+
+/// The values of `session_gc.wal_compression`: `auto` (lz4 where this server has it, else
+/// none), `off`, or a method of `wal_compression`.
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WalCompression {
+    #[name = c"auto"]
+    Auto,
+    #[name = c"off"]
+    Off,
+    #[name = c"pglz"]
+    Pglz,
+    #[name = c"lz4"]
+    Lz4,
+    #[name = c"zstd"]
+    Zstd,
+}
 
 pub const MAX_BATCH_SIZE: i32 = 1_000_000;
 
@@ -109,6 +133,18 @@ pub fn batch_size() -> i32 {
 
 pub fn lock_timeout_ms() -> i32 {
     LOCK_TIMEOUT_MS.get()
+}
+
+/// The `wal_compression` method purge batches use (None for off), and whether it was chosen
+/// explicitly (`auto` quietly goes without where the server lacks lz4).
+pub fn wal_compression() -> Option<(&'static str, bool)> {
+    match WAL_COMPRESSION.get() {
+        WalCompression::Auto => Some(("lz4", false)),
+        WalCompression::Off => None,
+        WalCompression::Pglz => Some(("pglz", true)),
+        WalCompression::Lz4 => Some(("lz4", true)),
+        WalCompression::Zstd => Some(("zstd", true)),
+    }
 }
 
 pub fn history_retention_s() -> i32 {
@@ -223,6 +259,14 @@ pub fn init() {
         c"Send NOTIFY session_gc after each run that deleted rows or dropped partitions.",
         c"The payload is JSON: database, table, run_id, deleted, partitions_dropped, status, trigger.",
         &NOTIFY,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"session_gc.wal_compression",
+        c"How purge batches compress full-page images in WAL when wal_compression is off.",
+        c"auto: lz4 where the server was built with it, else none. Applies to purge batches only; standbys must support the method too.",
+        &WAL_COMPRESSION,
         GucContext::Suset,
         GucFlags::default(),
     );

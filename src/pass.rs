@@ -25,6 +25,11 @@ pub trait Transactions {
     /// Called between batches, to throttle (`session_gc.batch_delay`).
     fn pause(&mut self);
 
+    /// Whether each batch's transaction commits on its own (rather than with the caller's).
+    fn batch_commits_alone(&self) -> bool {
+        true
+    }
+
     /// Shows what is being done (pg_stat_activity for the worker).
     fn report(&mut self, _activity: &str) {}
 }
@@ -123,9 +128,13 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
             ));
             let (policy, batch_size) = (&run.policy, run.batch_size);
             let cursor = &mut run.cursor;
+            let commits_alone = tx.batch_commits_alone();
             let batch = tx.run(|| {
-                // Each batch is its own transaction here (never the caller's).
-                crate::txn::commit_without_waiting_for_flush();
+                // Only a batch's own commit may skip the flush, never the caller's transaction.
+                if commits_alone {
+                    crate::txn::commit_without_waiting_for_flush();
+                }
+                crate::txn::compress_wal_of_batch();
                 cursor.next_batch(policy, batch_size)
             });
             match batch {

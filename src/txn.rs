@@ -131,14 +131,72 @@ pub fn commit_without_waiting_for_flush() {
     );
 }
 
+/// Compresses the full-page images the current (sub)transaction writes to WAL with
+/// `session_gc.wal_compression`, unless the server compresses them already (the DBA's method
+/// stands). Undone when the (sub)transaction ends, so nothing else the session writes is affected.
+pub fn compress_wal_of_batch() {
+    let Some((method, explicit)) = crate::gucs::wal_compression() else {
+        return;
+    };
+    let server_method = unsafe {
+        let value = pg_sys::GetConfigOption(c"wal_compression".as_ptr(), true, false);
+        if value.is_null() {
+            return;
+        }
+        std::ffi::CStr::from_ptr(value)
+            .to_string_lossy()
+            .into_owned()
+    };
+    if server_method != "off" || REFUSED_METHOD.get() == Some(method) {
+        return;
+    }
+    if try_set_guc(
+        "wal_compression",
+        method,
+        pg_sys::GucAction::GUC_ACTION_SAVE,
+    ) {
+        return;
+    }
+    // Not built into this server: remembered, so later batches do not ask again.
+    REFUSED_METHOD.set(Some(method));
+    if explicit {
+        GcError::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("session_gc.wal_compression = {method} is not supported by this server"),
+        )
+        .detail("Purge batches write their full-page images to WAL uncompressed.")
+        .hint("Choose a method this server was built with (pglz always is), auto or off.")
+        .warn();
+    }
+}
+
+thread_local! {
+    /// The `session_gc.wal_compression` method this server refused (reported once).
+    static REFUSED_METHOD: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
 /// Sets a GUC for the current nest level (`GUC_ACTION_SAVE`, undone by `AtEOXact_GUC`) or
 /// for the rest of the transaction (`GUC_ACTION_LOCAL`).
 pub fn set_guc(name: &str, value: &str, action: pg_sys::GucAction::Type) {
+    set_config(name, value, action, pgrx::PgLogLevel::ERROR);
+}
+
+/// Like `set_guc`, but a value the server refuses is reported back (false) rather than raised.
+fn try_set_guc(name: &str, value: &str, action: pg_sys::GucAction::Type) -> bool {
+    set_config(name, value, action, pgrx::PgLogLevel::DEBUG1)
+}
+
+fn set_config(
+    name: &str,
+    value: &str,
+    action: pg_sys::GucAction::Type,
+    refusal_level: pgrx::PgLogLevel,
+) -> bool {
     let (Ok(name), Ok(value)) = (std::ffi::CString::new(name), std::ffi::CString::new(value))
     else {
-        return;
+        return false;
     };
-    unsafe {
+    let applied = unsafe {
         pg_sys::set_config_option(
             name.as_ptr(),
             value.as_ptr(),
@@ -146,8 +204,9 @@ pub fn set_guc(name: &str, value: &str, action: pg_sys::GucAction::Type) {
             pg_sys::GucSource::PGC_S_SESSION,
             action,
             true,
-            pgrx::PgLogLevel::ERROR as i32,
+            refusal_level as i32,
             false,
-        );
-    }
+        )
+    };
+    applied > 0
 }

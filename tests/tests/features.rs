@@ -4,7 +4,7 @@
 
 use postgres::Client;
 use session_gc_integration::{
-    cleanup_row as cleanup, count, expect_error, scalar, shared_cluster, CleanupRow,
+    cleanup_row as cleanup, count, expect_error, scalar, shared_cluster, CleanupRow, Cluster,
 };
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -709,4 +709,94 @@ fn a_partition_detached_but_not_dropped_is_dropped_by_the_next_run() {
     );
     assert!(count(&mut c, "kept_by_the_dba") > 0);
     assert_eq!(count(&mut c, "session_gc.pending_drops"), 0);
+}
+
+/// WAL a `CALL session_gc.purge()` of 20,000 expired sessions writes right after a checkpoint,
+/// when every page it changes is logged whole, with `session_gc.wal_compression = setting`.
+fn purge_wal_bytes(c: &mut Client, setting: &str) -> i64 {
+    c.batch_execute(&format!(
+        "SET session_gc.wal_compression = {setting};
+         TRUNCATE sessions;
+         INSERT INTO sessions (expires, data)
+         SELECT now() - interval '1 hour', repeat('payload of a session ', 15)
+           FROM generate_series(1, 20000);
+         CHECKPOINT;"
+    ))
+    .unwrap();
+    let before: String = scalar(c, "SELECT pg_current_wal_insert_lsn()::text");
+    c.batch_execute("CALL session_gc.purge()").unwrap();
+    assert_eq!(
+        count(c, "sessions"),
+        0,
+        "the purge with {setting} left rows"
+    );
+    scalar(
+        c,
+        &format!("SELECT (pg_current_wal_insert_lsn() - '{before}'::pg_lsn)::int8"),
+    )
+}
+
+#[test]
+fn purge_batches_compress_their_wal_and_leave_the_callers_settings_alone() {
+    // Its own cluster: WAL is measured server-wide, and the shared one logs no full pages.
+    let cluster = Cluster::start("walcompression", &["full_page_writes = on"]);
+    let name = cluster.fresh_db("f_wal_compression");
+    let mut c = cluster.connect(&name);
+    c.batch_execute(
+        "CREATE TABLE sessions (id bigserial PRIMARY KEY, expires timestamptz NOT NULL,
+                                data text NOT NULL);
+         CREATE INDEX ON sessions (expires);
+         SELECT session_gc.register('sessions', expires_column => 'expires');",
+    )
+    .unwrap();
+    let default: String = scalar(&mut c, "SHOW session_gc.wal_compression");
+    assert_eq!(default, "auto");
+    let plain = purge_wal_bytes(&mut c, "off");
+    let pglz = purge_wal_bytes(&mut c, "pglz");
+    let auto = purge_wal_bytes(&mut c, "auto");
+    // pglz is in every build; auto means lz4 where the server has it, and nothing otherwise.
+    assert!(
+        pglz * 2 < plain,
+        "pglz {pglz} bytes against {plain} uncompressed"
+    );
+    let has_lz4 = c
+        .batch_execute("SET wal_compression = lz4; RESET wal_compression")
+        .is_ok();
+    if has_lz4 {
+        assert!(auto * 2 < plain, "auto (lz4) {auto} bytes against {plain}");
+    } else {
+        assert!(
+            auto * 10 > plain * 9,
+            "auto without lz4 {auto} bytes against {plain}"
+        );
+    }
+    // Only the batches compressed: the session's own setting is as it was.
+    let session: String = scalar(&mut c, "SHOW wal_compression");
+    assert_eq!(session, "off");
+
+    // Inside the caller's transaction block, purge() and cleanup() leave its settings as they
+    // were: its commit still waits for the WAL flush, its own pages are not compressed.
+    c.batch_execute(
+        "SET synchronous_commit = on;
+         SET session_gc.wal_compression = pglz;
+         BEGIN;
+         INSERT INTO sessions (expires, data) SELECT now() - interval '1 hour', 'x'
+           FROM generate_series(1, 100);
+         CALL session_gc.purge();",
+    )
+    .unwrap();
+    let sync: String = scalar(&mut c, "SHOW synchronous_commit");
+    let compression: String = scalar(&mut c, "SHOW wal_compression");
+    c.batch_execute("COMMIT").unwrap();
+    assert_eq!((sync.as_str(), compression.as_str()), ("on", "off"));
+    assert_eq!(count(&mut c, "sessions"), 0);
+    c.batch_execute(
+        "INSERT INTO sessions (expires, data) VALUES (now() - interval '1 hour', 'x');
+         BEGIN;",
+    )
+    .unwrap();
+    assert_eq!(cleanup(&mut c, "").deleted, 1);
+    let compression: String = scalar(&mut c, "SHOW wal_compression");
+    c.batch_execute("COMMIT").unwrap();
+    assert_eq!(compression, "off");
 }
