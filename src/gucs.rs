@@ -56,7 +56,7 @@ static NOTIFY: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// How purge batches compress the full-page images they write to WAL when the server's own
 /// `wal_compression` is off. A purge dirties every page holding an expired row, and the first
 /// change to a page after a checkpoint logs the whole page: about 90% of a purge's WAL. lz4
-/// cut the benchmark's purge WAL 3.4x in the same time (pglz and zstd took 2.1x and 1.7x as
+/// cut the benchmark's purge WAL 3.4–3.6x in the same time (pglz and zstd took 2.1x and 1.7x as
 /// long); every application commit flushes that WAL too, and standbys and archives receive it.
 static WAL_COMPRESSION: GucSetting<WalCompression> =
     GucSetting::<WalCompression>::new(WalCompression::Auto);
