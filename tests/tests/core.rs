@@ -920,3 +920,105 @@ fn few_expired_rows_among_many_are_walked_along_the_index() {
     assert!(batches >= 3, "{batches} batches");
     assert_eq!(count(&mut c, "sessions"), 20000);
 }
+
+/// Waits until a backend waits for the advisory lock `key` (taken by `gate()` below).
+fn wait_for_gate(c: &mut Client, key: i64) {
+    wait_until(
+        &format!("the purge to wait at gate {key}"),
+        Duration::from_secs(20),
+        || {
+            let waiting: i64 = scalar(
+                c,
+                &format!(
+                    "SELECT count(*) FROM pg_locks
+                      WHERE locktype = 'advisory' AND NOT granted AND objid = {key}"
+                ),
+            );
+            waiting > 0
+        },
+    );
+}
+
+#[test]
+fn a_batch_meeting_a_row_moved_to_another_partition_is_redone_and_keeps_it() {
+    // An application extending a session of a table partitioned by expiry moves its row to
+    // another partition. A purge statement whose snapshot still shows the old row cannot lock
+    // it, even skipping locked rows (SQLSTATE 40001): the batch must be redone with a new
+    // snapshot, and the moved (now live) session kept.
+    //
+    // To move the row at a chosen moment, a row-level security policy calls gate() on every
+    // row the purge reads: at row 1 it waits for the next advisory lock of a sequence. The
+    // test holds the first two, so the first statement gives up after its short lock wait,
+    // and the lock-skipping statement stops at row 1 until the row 50 has moved.
+    let cluster = shared_cluster();
+    let name = cluster.fresh_db("t_moved_rows");
+    let mut c = cluster.connect(&name);
+    c.batch_execute(
+        "CREATE SEQUENCE gate_seq START 1001;
+         CREATE FUNCTION public.gate(id bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+         BEGIN
+             IF id = 1 AND pg_catalog.current_setting('gate.active', true) = 'on' THEN
+                 PERFORM pg_catalog.pg_advisory_xact_lock_shared(pg_catalog.nextval('public.gate_seq'));
+             END IF;
+             RETURN true;
+         END $$;
+         CREATE TABLE psessions (id bigint NOT NULL, expires timestamptz NOT NULL)
+             PARTITION BY RANGE (expires);
+         CREATE TABLE psessions_past PARTITION OF psessions
+             FOR VALUES FROM (MINVALUE) TO ('2001-01-01');
+         CREATE TABLE psessions_rest PARTITION OF psessions DEFAULT;
+         CREATE INDEX ON psessions (expires);
+         INSERT INTO psessions
+         SELECT g, timestamptz '2000-01-01' + g * interval '1 minute' FROM generate_series(1, 100) g;
+         ANALYZE psessions;
+         ALTER TABLE psessions ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE psessions FORCE ROW LEVEL SECURITY;
+         CREATE POLICY gated ON psessions USING (public.gate(id));
+         -- The purge runs as the table's owner; a superuser would bypass the policy.
+         DO $$ BEGIN CREATE ROLE moved_rows_owner; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         GRANT USAGE, UPDATE ON SEQUENCE gate_seq TO moved_rows_owner;
+         ALTER TABLE psessions OWNER TO moved_rows_owner;
+         ALTER TABLE psessions_past OWNER TO moved_rows_owner;
+         ALTER TABLE psessions_rest OWNER TO moved_rows_owner;
+         SELECT session_gc.register('psessions', expires_column => 'expires');",
+    )
+    .unwrap();
+    let mut holder = cluster.connect(&name);
+    holder
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(1001), pg_advisory_xact_lock(1002);")
+        .unwrap();
+    let purger_config = cluster.config(&name);
+    let purge = std::thread::spawn(move || {
+        let mut purger = purger_config.connect(postgres::NoTls).unwrap();
+        purger
+            .batch_execute(
+                "SET gate.active = on; SET session_gc.lock_timeout = '60s';
+                 CALL session_gc.purge();",
+            )
+            .map_err(|e| e.to_string())
+    });
+    wait_for_gate(&mut c, 1002);
+    c.batch_execute("UPDATE psessions SET expires = now() + interval '1 day' WHERE id = 50")
+        .unwrap();
+    holder.batch_execute("COMMIT").unwrap();
+    purge.join().unwrap().unwrap();
+
+    let gates: i64 = scalar(&mut c, "SELECT last_value FROM gate_seq");
+    assert!(gates > 1002, "the lock-skipping statement was not redone");
+    let left: Vec<i64> = c
+        .query("SELECT id FROM psessions ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        left,
+        vec![50],
+        "the moved session is live; every other row expired"
+    );
+    let row = c
+        .query_one("SELECT status, deleted FROM session_gc.history", &[])
+        .unwrap();
+    let (status, deleted): (String, i64) = (row.get(0), row.get(1));
+    assert_eq!((status.as_str(), deleted), ("ok", 99));
+}
