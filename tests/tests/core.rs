@@ -28,6 +28,16 @@ const SESSIONS: &str = "
     CREATE INDEX ON sessions (last_seen);
     CREATE INDEX ON sessions (created_at);";
 
+/// The ids a query returns.
+fn ids<T: for<'a> postgres::types::FromSql<'a>>(client: &mut Client, sql: &str) -> Vec<T> {
+    client
+        .query(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// `(deleted, expired, idle, aged, inactive, batches, status)` of a cleanup() call on one table.
 fn cleanup(client: &mut Client, args: &str) -> (i64, i64, i64, i64, i64, i32, String) {
     let row = cleanup_row(client, args);
@@ -299,12 +309,7 @@ fn rows_held_or_extended_by_the_application_are_kept() {
     // Session 1 was extended: it stays. Session 2 is still expired: the next run takes it.
     let (deleted, ..) = cleanup(&mut purger, "");
     assert_eq!(deleted, 1);
-    let left: Vec<i64> = purger
-        .query("SELECT id FROM sessions", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<i64> = ids(&mut purger, "SELECT id FROM sessions");
     assert_eq!(left, vec![1]);
 }
 
@@ -397,12 +402,7 @@ fn partitioned_tables_never_confuse_rows_of_different_partitions() {
     )
     .unwrap();
     assert_eq!(cleanup(&mut c, "").0, 3);
-    let left: Vec<i32> = c
-        .query("SELECT id FROM psessions ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<i32> = ids(&mut c, "SELECT id FROM psessions ORDER BY id");
     assert_eq!(left, vec![2, 4]);
     let stats_bytes: i64 = scalar(
         &mut c,
@@ -1005,12 +1005,7 @@ fn a_batch_meeting_a_row_moved_to_another_partition_is_redone_and_keeps_it() {
 
     let gates: i64 = scalar(&mut c, "SELECT last_value FROM gate_seq");
     assert!(gates > 1002, "the lock-skipping statement was not redone");
-    let left: Vec<i64> = c
-        .query("SELECT id FROM psessions ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<i64> = ids(&mut c, "SELECT id FROM psessions ORDER BY id");
     assert_eq!(
         left,
         vec![50],
