@@ -138,16 +138,11 @@ pub fn compress_wal_of_batch() {
     let Some((method, explicit)) = crate::gucs::wal_compression() else {
         return;
     };
-    let server_method = unsafe {
+    let server_compresses = unsafe {
         let value = pg_sys::GetConfigOption(c"wal_compression".as_ptr(), true, false);
-        if value.is_null() {
-            return;
-        }
-        std::ffi::CStr::from_ptr(value)
-            .to_string_lossy()
-            .into_owned()
+        value.is_null() || std::ffi::CStr::from_ptr(value) != c"off"
     };
-    if server_method != "off" || REFUSED_METHOD.get() == Some(method) {
+    if server_compresses || REFUSED_METHOD.get() == Some(method) {
         return;
     }
     if try_set_guc(
