@@ -47,7 +47,17 @@ class Cluster:
         self.data = workdir / "data"
 
     def create(self, conf_lines):
-        fresh = [self.dir] + ([self.wal_dir] if self.wal_dir else [])
+        fresh = [self.dir]
+        if self.wal_dir:
+            # Only a WAL directory of an earlier run is removed: anything else in it is refused.
+            others = [e.name for e in self.wal_dir.iterdir() if e.name != "pg_wal"] if self.wal_dir.exists() else []
+            if others:
+                raise SystemExit(f"--wal-dir {self.wal_dir} holds other files than pg_wal ({', '.join(others[:3])}): "
+                                 "give an empty or new directory")
+            subprocess.run(["rm", "-rf", str(self.wal_dir / "pg_wal")], check=True)
+            self.wal_dir.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                subprocess.run(["chown", "postgres", str(self.wal_dir)], check=True)
         for directory in fresh:
             subprocess.run(["rm", "-rf", str(directory)], check=True)
             directory.mkdir(parents=True)
@@ -782,7 +792,8 @@ def main():
     parser.add_argument("--name", help="write docs/benchmarks-NAME.md, docs/benchmark-latency-NAME.png and "
                         "bench/results/NAME.json instead of the default report files")
     parser.add_argument("--wal-dir", type=Path,
-                        help="a directory (emptied) for the cluster's WAL, on another device than --workdir")
+                        help="an empty or new directory for the cluster's WAL (in DIR/pg_wal), on another "
+                        "device than --workdir")
     args = parser.parse_args()
     args.rows = args.rows or (100_000 if args.quick else 1_000_000)
     args.rate = args.rate or 200
