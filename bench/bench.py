@@ -783,7 +783,8 @@ What the figures mean, which targets are missed and why: [benchmark-analysis.md]
 - WAL bytes per row: WAL written during the unloaded purge divided by the rows deleted
   (cascaded child rows included in the WAL, not in the count).
 - The session_gc worker runs at its default settings (batch 500, no delay between batches), switched on with
-  a reload; its time is its pass's, from history. `pg_cron` (1.4) runs the single DELETE on its next
+  a reload; its time runs from the start of its process (sampled from `pg_stat_activity`) to the end of its
+  pass in history. `pg_cron` (1.4) runs the single DELETE on its next
   minute; its time is the job's, from `cron.job_run_details`.
 """
     (ROOT / "docs" / f"benchmarks{suffix}.md").write_text(md)
