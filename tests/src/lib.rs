@@ -359,6 +359,19 @@ where
         .get(0)
 }
 
+/// The first column of every row a query returns.
+pub fn column<T>(client: &mut Client, sql: &str) -> Vec<T>
+where
+    T: for<'a> postgres::types::FromSql<'a>,
+{
+    client
+        .query(sql, &[])
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 /// `SELECT count(*) FROM <from_where>`.
 pub fn count(client: &mut Client, from_where: &str) -> i64 {
     scalar(client, &format!("SELECT count(*) FROM {from_where}"))

@@ -4,7 +4,7 @@
 
 use postgres::Client;
 use session_gc_integration::{
-    cleanup_row, count, expect_error, scalar, shared_cluster, wait_until,
+    cleanup_row, column, count, expect_error, scalar, shared_cluster, wait_until,
 };
 use std::time::{Duration, Instant};
 
@@ -27,16 +27,6 @@ const SESSIONS: &str = "
     CREATE INDEX ON sessions (expires);
     CREATE INDEX ON sessions (last_seen);
     CREATE INDEX ON sessions (created_at);";
-
-/// The ids a query returns.
-fn ids<T: for<'a> postgres::types::FromSql<'a>>(client: &mut Client, sql: &str) -> Vec<T> {
-    client
-        .query(sql, &[])
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
 
 /// `(deleted, expired, idle, aged, inactive, batches, status)` of a cleanup() call on one table.
 fn cleanup(client: &mut Client, args: &str) -> (i64, i64, i64, i64, i64, i32, String) {
@@ -146,12 +136,7 @@ fn every_column_type() {
     for table in ["naive", "daily", "epoch_s", "epoch_ms"] {
         let (deleted, ..) = cleanup(&mut c, &format!("'{table}'"));
         assert_eq!(deleted, 1, "{table}");
-        let left: Vec<i32> = c
-            .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let left: Vec<i32> = column(&mut c, &format!("SELECT id FROM {table} ORDER BY id"));
         assert!(!left.contains(&1), "{table}: expired row 1 kept: {left:?}");
         assert_eq!(
             left.len(),
@@ -309,7 +294,7 @@ fn rows_held_or_extended_by_the_application_are_kept() {
     // Session 1 was extended: it stays. Session 2 is still expired: the next run takes it.
     let (deleted, ..) = cleanup(&mut purger, "");
     assert_eq!(deleted, 1);
-    let left: Vec<i64> = ids(&mut purger, "SELECT id FROM sessions");
+    let left: Vec<i64> = column(&mut purger, "SELECT id FROM sessions");
     assert_eq!(left, vec![1]);
 }
 
@@ -376,12 +361,7 @@ fn cascades_to_child_tables() {
     )
     .unwrap();
     assert_eq!(cleanup(&mut c, "").0, 1);
-    let left: Vec<i64> = c
-        .query("SELECT session_id FROM refresh_tokens", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let left: Vec<i64> = column(&mut c, "SELECT session_id FROM refresh_tokens");
     assert_eq!(left, vec![2]);
 }
 
@@ -402,7 +382,7 @@ fn partitioned_tables_never_confuse_rows_of_different_partitions() {
     )
     .unwrap();
     assert_eq!(cleanup(&mut c, "").0, 3);
-    let left: Vec<i32> = ids(&mut c, "SELECT id FROM psessions ORDER BY id");
+    let left: Vec<i32> = column(&mut c, "SELECT id FROM psessions ORDER BY id");
     assert_eq!(left, vec![2, 4]);
     let stats_bytes: i64 = scalar(
         &mut c,
@@ -659,12 +639,7 @@ fn a_trigger_on_the_sessions_table_runs_as_its_owner_not_as_the_superuser() {
         "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'",
     );
     assert!(!is_super, "the trigger made its owner a superuser");
-    let who: Vec<String> = admin
-        .query("SELECT who::text FROM mallory_log", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let who: Vec<String> = column(&mut admin, "SELECT who::text FROM mallory_log");
     assert!(!who.is_empty(), "the trigger did not run");
     assert!(who.iter().all(|w| w == "mallory"), "trigger ran as {who:?}");
     let became: i64 = scalar(
@@ -1005,7 +980,7 @@ fn a_batch_meeting_a_row_moved_to_another_partition_is_redone_and_keeps_it() {
 
     let gates: i64 = scalar(&mut c, "SELECT last_value FROM gate_seq");
     assert!(gates > 1002, "the lock-skipping statement was not redone");
-    let left: Vec<i64> = ids(&mut c, "SELECT id FROM psessions ORDER BY id");
+    let left: Vec<i64> = column(&mut c, "SELECT id FROM psessions ORDER BY id");
     assert_eq!(
         left,
         vec![50],

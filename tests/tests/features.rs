@@ -4,7 +4,8 @@
 
 use postgres::Client;
 use session_gc_integration::{
-    cleanup_row as cleanup, count, expect_error, scalar, shared_cluster, CleanupRow, Cluster,
+    cleanup_row as cleanup, column, count, expect_error, scalar, shared_cluster, CleanupRow,
+    Cluster,
 };
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -226,18 +227,13 @@ fn partitioned_table(c: &mut Client) {
              PARTITION BY RANGE (expires);",
     )
     .unwrap();
-    let partitions: Vec<String> = c
-        .query(
-            "SELECT format('CREATE TABLE %I PARTITION OF psessions FOR VALUES FROM (%L) TO (%L)',
-                           'psessions_' || to_char(d, 'YYYYMMDD'), d, d + interval '1 day')
-               FROM generate_series(date_trunc('day', now()) - interval '6 days',
-                                    date_trunc('day', now()) + interval '2 days', interval '1 day') d",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let partitions: Vec<String> = column(
+        c,
+        "SELECT format('CREATE TABLE %I PARTITION OF psessions FOR VALUES FROM (%L) TO (%L)',
+                       'psessions_' || to_char(d, 'YYYYMMDD'), d, d + interval '1 day')
+           FROM generate_series(date_trunc('day', now()) - interval '6 days',
+                                date_trunc('day', now()) + interval '2 days', interval '1 day') d",
+    );
     for statement in partitions {
         c.batch_execute(&statement).unwrap();
     }
@@ -253,15 +249,11 @@ fn partitioned_table(c: &mut Client) {
 }
 
 fn partitions(c: &mut Client) -> Vec<String> {
-    c.query(
+    column(
+        c,
         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
           WHERE i.inhparent = 'psessions'::regclass ORDER BY 1",
-        &[],
     )
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect()
 }
 
 #[test]

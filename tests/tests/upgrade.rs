@@ -8,7 +8,7 @@
 //! hold are written directly into its tables.
 
 use postgres::Client;
-use session_gc_integration::{count, expect_error, scalar, shared_cluster};
+use session_gc_integration::{column, count, expect_error, scalar, shared_cluster};
 
 const PREVIOUS: &str = "0.1.0";
 
@@ -55,12 +55,7 @@ SELECT format('dumped configuration %s', ext.extconfig::regclass[]) FROM ext
 ORDER BY 1";
 
 fn describe(client: &mut Client) -> Vec<String> {
-    client
-        .query(DESCRIBE_OBJECTS, &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    column(client, DESCRIBE_OBJECTS)
 }
 
 const SESSIONS: &str = "
