@@ -47,7 +47,13 @@ class Cluster:
         self.data = workdir / "data"
 
     def create(self, conf_lines):
-        fresh = [self.dir]
+        def owned_by_postgres(directory):
+            if os.geteuid() == 0:
+                subprocess.run(["chown", "postgres", str(directory)], check=True)
+
+        subprocess.run(["rm", "-rf", str(self.dir)], check=True)
+        self.dir.mkdir(parents=True)
+        owned_by_postgres(self.dir)
         if self.wal_dir:
             # Only a WAL directory of an earlier run is removed: anything else in it is refused.
             others = [e.name for e in self.wal_dir.iterdir() if e.name != "pg_wal"] if self.wal_dir.exists() else []
@@ -56,13 +62,7 @@ class Cluster:
                                  "give an empty or new directory")
             subprocess.run(["rm", "-rf", str(self.wal_dir / "pg_wal")], check=True)
             self.wal_dir.mkdir(parents=True, exist_ok=True)
-            if os.geteuid() == 0:
-                subprocess.run(["chown", "postgres", str(self.wal_dir)], check=True)
-        for directory in fresh:
-            subprocess.run(["rm", "-rf", str(directory)], check=True)
-            directory.mkdir(parents=True)
-            if os.geteuid() == 0:
-                subprocess.run(["chown", "postgres", str(directory)], check=True)
+            owned_by_postgres(self.wal_dir)
         waldir = ["--waldir", str(self.wal_dir / "pg_wal")] if self.wal_dir else []
         subprocess.run(as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                                     "--no-sync", "-E", "UTF8", "--locale=C"] + waldir), check=True, capture_output=True)
@@ -256,8 +256,13 @@ def percentile(values, q):
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def purge_window(samples, t0, t1):
+    """The (start, latency) samples of the transactions that started while the purge ran."""
+    return [s for s in samples if t0 <= s[0] <= t1]
+
+
 def latency_stats(samples, t0, t1):
-    window = [s for s in samples if t0 <= s[0] <= t1]
+    window = purge_window(samples, t0, t1)
     ok = [lat for _, lat in window if lat is not None]
     return {"transactions": len(window), "failed": sum(1 for _, lat in window if lat is None),
             "p50_ms": percentile(ok, 0.50), "p99_ms": percentile(ok, 0.99), "max_ms": max(ok) if ok else None}
@@ -294,7 +299,7 @@ def median_load_run(runs, correctness):
     around = [lat for run in runs for lat in run["idle_around"]]
     # And the transactions during all runs' purges, pooled: the p99 of one purge of 2-3 s is its
     # fifth or sixth slowest transaction, which varied 1.2x-2.8x between runs of one setup.
-    during = [lat for run in runs for start, lat in run["samples"] if lat is not None and run["t0"] <= start <= run["t1"]]
+    during = [lat for run in runs for _, lat in purge_window(run["samples"], run["t0"], run["t1"]) if lat is not None]
     median["pooled_p99_ms"], median["pooled_transactions"] = percentile(during, 0.99), len(during)
     median["idle_around_p50_ms"], median["idle_around_p99_ms"] = percentile(around, 0.50), percentile(around, 0.99)
     median["idle_around_transactions"] = len(around)
@@ -627,8 +632,14 @@ def partition_report(partitions, base_p99):
     return entries, lines
 
 
+def report_suffix(args):
+    """What --name adds to the report's file names (docs/benchmarks-NAME.md, ...)."""
+    return f"-{args.name}" if args.name else ""
+
+
 def report(results, partitions, baseline, stats, args, elapsed):
-    suffix = f"-{args.name}" if args.name else ""
+    suffix = report_suffix(args)
+    results_json = f"{args.name or 'latest'}.json"
     flags = "".join([" --quick" if args.quick else "", f" --wal-dir {args.wal_dir}" if args.wal_dir else "",
                      f" --name {args.name}" if args.name else ""])
     single = results["single_delete"]["quiet"]
@@ -709,7 +720,7 @@ def report(results, partitions, baseline, stats, args, elapsed):
             "baseline_p99_ms": base_p99, "baseline": baseline, "methods": methods,
             "stats_vs_count": stats, "partitions": partition_entries, "targets": targets}
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "results" / f"{args.name or 'latest'}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (ROOT / "bench" / "results" / results_json).write_text(json.dumps(data, indent=2) + "\n")
     target_lines = [f"| {name} | {'met' if t['met'] else '**missed**'} | "
                     + ", ".join(f"{k} = {fmt(v, 2) if isinstance(v, float) else v}" for k, v in t.items() if k != "met")
                     + " |" for name, t in targets.items()]
@@ -769,7 +780,7 @@ What the figures mean, which targets are missed and why: [benchmark-analysis.md]
   Sessions are picked at random, expired ones included (a user coming back just in time).
 - Latency figures cover the transactions that started while the purge ran (with `-R`, latency
   includes the time a transaction waited for its scheduled start). Each method runs {LOAD_RUNS} times under
-  load; the table shows the run with the median p99 (the p99 of every run is in `{args.name or 'latest'}.json`),
+  load; the table shows the run with the median p99 (the p99 of every run is in `{results_json}`),
   because the machine's storage stalls now and then for tens to hundreds of milliseconds, and the
   p99 of the transactions during all {LOAD_RUNS} runs pooled. The p99 target is judged on the pooled p99:
   over one purge of 2-3 s it is the fifth or sixth slowest transaction, which varied 1.2x-2.8x
@@ -861,8 +872,7 @@ def main():
             # The correctness run is under the same load: its lock waits count too.
             results[method]["load"] = median_load_run(loaded, results[method]["correctness"])
         partitions = partitions_vs_delete(cluster, args)
-        suffix = f"-{args.name}" if args.name else ""
-        plot(results, partitions, baseline, ROOT / "docs" / f"benchmark-latency{suffix}.png")
+        plot(results, partitions, baseline, ROOT / "docs" / f"benchmark-latency{report_suffix(args)}.png")
         report(results, partitions, baseline, stats, args, time.time() - started)
     finally:
         cluster.stop()
