@@ -1,13 +1,14 @@
 //! The SQL-facing functions. They check arguments and rights, then hand over to the policy
 //! model, the engine, stats and history. Everything here lives in schema `session_gc`.
 
-use crate::engine::{self, Budget, Progress};
+use crate::engine::{self, Progress};
 use crate::error::{GcError, GcResult, OrRaise};
 use crate::gucs;
-use crate::history::{self, RunStatus, Trigger};
+use crate::history::{RunStatus, Trigger};
 use crate::identity;
 use crate::policy::{self, Policy, RuleSpec};
 use crate::schema;
+use crate::sql;
 use crate::stats;
 use crate::txn;
 use crate::types::{Name, RegClass};
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(name = "register", volatile, parallel_unsafe)]
 fn register_v2(
-    tbl: RegClass,
+    tbl: Option<RegClass>,
     expires_column: default!(Option<Name>, "NULL"),
     idle_column: default!(Option<Name>, "NULL"),
     idle_timeout: default!(Option<Interval>, "NULL"),
@@ -39,6 +40,7 @@ fn register_v2(
     activity_column: default!(Option<Name>, "NULL"),
 ) -> String {
     schema::require_current().or_raise();
+    let relid = required_table(tbl).or_raise();
     let spec = RuleSpec {
         expires_column: expires_column.map(|n| n.0),
         idle_column: idle_column.map(|n| n.0),
@@ -53,7 +55,7 @@ fn register_v2(
         activity_column: activity_column.map(|n| n.0),
         strategy,
     };
-    register_policy(tbl.0, &spec, time_zone, batch_size, enabled.unwrap_or(true)).or_raise()
+    register_policy(relid, &spec, time_zone, batch_size, enabled.unwrap_or(true)).or_raise()
 }
 
 fn register_policy(
@@ -71,8 +73,7 @@ fn register_policy(
     }
     let time_zone = match time_zone {
         Some(zone) => known_time_zone(&zone)?,
-        None => Spi::get_one::<String>("SELECT pg_catalog.current_setting('TimeZone')")?
-            .unwrap_or_else(|| "UTC".into()),
+        None => known_time_zone(&sql::current_setting("TimeZone").unwrap_or_else(|| "UTC".into()))?,
     };
     let resolved = policy::resolve(&info, spec)?;
     for rule in &resolved.rules {
@@ -88,7 +89,7 @@ fn register_policy(
         warn_if_unindexed(&info, &cap.user_column, None, "the per-user cap")?;
     }
     identity::as_extension_owner(|| {
-        Spi::run_with_args(
+        sql::run(
             "INSERT INTO session_gc.policies AS p
                  (table_name, expires_column, idle_column, idle_timeout, created_column, max_age,
                   active_column, grace, epoch_unit, time_zone, batch_size, enabled, registered_by,
@@ -147,37 +148,67 @@ fn register_policy(
     ))
 }
 
-/// Removes the policy of a table. Its history stays until trimmed.
+/// Removes the policy of a table. Its history stays until trimmed. The policy of a table that
+/// no longer exists can be removed by its OID (`unregister(16384)`) by a superuser or a member
+/// of the role that registered it.
 #[pg_extern(volatile, parallel_unsafe)]
-fn unregister(tbl: RegClass) -> bool {
+fn unregister(tbl: Option<RegClass>) -> bool {
     schema::require_current().or_raise();
-    let info = policy::table_info(tbl.0).or_raise();
-    identity::require_owner(&info).or_raise();
+    let relid = required_table(tbl).or_raise();
+    let display_name = match policy::table_info(relid) {
+        Ok(info) => {
+            identity::require_owner(&info).or_raise();
+            info.display_name
+        }
+        Err(error) if error.code == PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE => {
+            if !may_remove_orphan(relid).or_raise() {
+                error.raise();
+            }
+            format!("with OID {}", relid.to_u32())
+        }
+        Err(error) => error.raise(),
+    };
     let removed = identity::as_extension_owner(|| {
-        Spi::get_one_with_args::<i64>(
-            "WITH gone AS (DELETE FROM session_gc.policies WHERE table_name = $1::oid::regclass RETURNING 1)
+        sql::write_one::<i64>(
+            "WITH gone AS (DELETE FROM session_gc.policies WHERE table_name::oid = $1 RETURNING 1)
              SELECT count(*)::int8 FROM gone",
-            &[tbl.0.into()],
+            &[relid.into()],
         )
     })
-    .map_err(GcError::from)
     .or_raise()
     .unwrap_or(0);
     if removed == 0 {
-        no_policy(&info.display_name).raise();
+        no_policy(&display_name).raise();
     }
     true
 }
 
-/// Purges now, in batches, inside the caller's transaction. One row per table purged.
-/// (`_v2`: the C symbol of 0.2.0's result columns; 0.1.0's lives on in `legacy`.)
+/// The table argument of register() and unregister(), which must not be NULL.
+fn required_table(tbl: Option<RegClass>) -> GcResult<pg_sys::Oid> {
+    match tbl {
+        Some(RegClass(relid)) if relid != pg_sys::InvalidOid => Ok(relid),
+        _ => Err(GcError::new(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "the table must not be NULL",
+        )
+        .detail("register() and unregister() act on one table.")
+        .hint("Pass the table, e.g. 'public.sessions'.")),
+    }
+}
+
+/// Purges now and returns one row per table. By default in committed batches, from a
+/// background worker the call waits for (`background`): the caller's transaction holds no
+/// purge locks, whatever it is. `in_transaction => true` purges in the caller's transaction
+/// instead (everything commits or rolls back with it).
+/// (`_v3`: the C symbol of 0.3.0's signature; 0.2.0's and 0.1.0's live on in `legacy`.)
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelled out
 #[pg_extern(name = "cleanup", volatile, parallel_unsafe)]
-fn cleanup_v2(
+fn cleanup_v3(
     tbl: default!(Option<RegClass>, "NULL"),
     dry_run: default!(Option<bool>, "false"),
     batch_size: default!(Option<i32>, "NULL"),
     max_runtime: default!(Option<Interval>, "NULL"),
+    in_transaction: default!(Option<bool>, "false"),
 ) -> TableIterator<
     'static,
     (
@@ -201,92 +232,98 @@ fn cleanup_v2(
     }
     let deadline = max_runtime_deadline(max_runtime).or_raise();
     let targets = targets(tbl).or_raise();
-    let dry_run = dry_run.unwrap_or(false);
+    if dry_run.unwrap_or(false) {
+        let rows = targets
+            .into_iter()
+            .map(|relid| {
+                let started = Instant::now();
+                let policy = load_owned(relid).or_raise();
+                let census = engine::census(&policy, engine::Counting::Exact).or_raise();
+                let progress = Progress {
+                    deleted_by_rule: census.expired_by_rule,
+                    ..Progress::default()
+                };
+                cleanup_row(relid, &progress, started.elapsed(), "dry_run", None)
+            })
+            .collect::<Vec<_>>();
+        return TableIterator::new(rows);
+    }
+    require_writable("cleanup()").or_raise();
+    let in_transaction =
+        in_transaction.unwrap_or(false) || changed_in_this_transaction(&targets).or_raise();
+    let outcomes = if in_transaction {
+        let mut tx = ProcedureTransactions {
+            commit_each_batch: false,
+        };
+        let options = crate::pass::PassOptions {
+            trigger: Trigger::Manual,
+            tables: Some(targets.clone()),
+            batch_size,
+            deadline,
+        };
+        crate::pass::run(&mut tx, &options).or_raise().tables
+    } else {
+        crate::background::purge(&targets, batch_size, deadline).or_raise()
+    };
     let mut rows = Vec::with_capacity(targets.len());
     for relid in targets {
-        let started = Instant::now();
-        let row = if dry_run {
-            let policy = load_owned(relid).or_raise();
-            let census = engine::census(&policy, engine::Counting::Exact).or_raise();
-            let progress = Progress {
-                deleted_by_rule: census.expired_by_rule,
-                ..Progress::default()
-            };
-            cleanup_row(relid, &progress, started, "dry_run", None)
-        } else {
-            match purge_one(relid, batch_size, deadline, tbl.is_some()) {
-                Ok((progress, status)) => {
-                    cleanup_row(relid, &progress, started, status.as_str(), None)
-                }
-                Err(error) => cleanup_row(
-                    relid,
-                    &Progress::default(),
-                    started,
-                    "error",
-                    Some(error.to_string()),
-                ),
-            }
+        let Some(outcome) = outcomes.iter().find(|o| o.relid == relid) else {
+            continue;
         };
-        rows.push(row);
-    }
-    if !dry_run {
-        history::trim().or_raise();
+        if let (Some(_), RunStatus::Error, Some(error)) = (tbl, outcome.status, &outcome.error) {
+            error.raise();
+        }
+        rows.push(cleanup_row(
+            relid,
+            &outcome.progress,
+            outcome.duration,
+            outcome.status.as_str(),
+            outcome.error.as_ref().map(GcError::to_string),
+        ));
     }
     TableIterator::new(rows)
 }
 
-/// Purges one table in the caller's transaction and records the run. A failure is rolled back
-/// (only this table's work), recorded and warned about; with `raise`, it is then raised.
-fn purge_one(
-    relid: pg_sys::Oid,
-    batch_size: Option<i32>,
-    deadline: Option<Instant>,
-    raise: bool,
-) -> GcResult<(Progress, RunStatus)> {
-    let info = policy::table_info(relid)?;
-    let history_id = history::start(relid, &info.display_name, Trigger::Manual)?;
-    let run = txn::in_subtransaction(|| {
-        txn::compress_wal_of_batch();
-        let policy = load_owned(relid)?;
-        let budget = Budget {
-            batch_size: i64::from(
-                batch_size
-                    .or(policy.batch_size)
-                    .unwrap_or_else(gucs::batch_size),
+/// Refuses with 25006 to purge on a standby or in a read-only transaction (a background
+/// worker would otherwise write for a caller that asked not to).
+fn require_writable(what: &str) -> GcResult<()> {
+    let standby = unsafe { pg_sys::RecoveryInProgress() };
+    if standby || unsafe { pg_sys::XactReadOnly } {
+        return Err(GcError::new(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            format!(
+                "cannot run {what} in a read-only transaction{}",
+                if standby {
+                    " (the server is a standby)"
+                } else {
+                    ""
+                }
             ),
-            deadline,
-        };
-        engine::purge(&policy, &budget)
-    });
-    match run {
-        Ok(progress) => {
-            let status = RunStatus::of(&progress);
-            history::finish(history_id, relid, &progress, status, None)?;
-            Ok((progress, status))
-        }
-        Err(error) => {
-            if txn::is_cancel(&error) || raise {
-                error.raise();
-            }
-            history::finish(
-                history_id,
-                relid,
-                &Progress::default(),
-                RunStatus::Error,
-                Some(&error.to_string()),
-            )?;
-            GcError::new(
-                PgSqlErrorCode::ERRCODE_WARNING,
-                format!(
-                    "session_gc: purge of {} failed: {}",
-                    info.display_name, error.message
-                ),
-            )
-            .hint("The error is recorded in session_gc.history; the other tables were purged.")
-            .warn();
-            Err(error)
-        }
+        )
+        .detail("A purge deletes rows.")
+        .hint("Purge on the primary; stats() and cleanup(dry_run => true) work anywhere."));
     }
+    Ok(())
+}
+
+/// Whether a target's policy or table was created or changed by the caller's own transaction,
+/// which a background worker could not see yet: such a call purges in the caller's transaction.
+fn changed_in_this_transaction(targets: &[pg_sys::Oid]) -> GcResult<bool> {
+    let xmins = identity::as_extension_owner(|| {
+        sql::rows(
+            "SELECT p.xmin::text, c.xmin::text FROM session_gc.policies p
+               JOIN pg_catalog.pg_class c ON c.oid = p.table_name::oid
+              WHERE p.table_name::oid = ANY ($1)",
+            &[targets.to_vec().into()],
+            |row| Ok((row.get::<String>(1)?, row.get::<String>(2)?)),
+        )
+    })?;
+    Ok(xmins.into_iter().any(|(policy, table)| {
+        [policy, table].into_iter().flatten().any(|xmin| {
+            xmin.parse::<u32>()
+                .is_ok_and(|xid| unsafe { pg_sys::TransactionIdIsCurrentTransactionId(xid.into()) })
+        })
+    }))
 }
 
 /// What is in each registered table now. `total_rows` is the planner's estimate; the
@@ -330,8 +367,29 @@ fn stats_v2(
     };
     let mut rows = Vec::with_capacity(targets.len());
     for relid in targets {
-        let policy = load_owned(relid).or_raise();
-        let s = stats::collect(&policy, counting).or_raise();
+        // One table that cannot be counted (altered, locked) is reported, not the end of all.
+        let collected = txn::in_subtransaction(|| {
+            let policy = load_owned(relid)?;
+            stats::collect(&policy, counting)
+        });
+        let s = match collected {
+            Ok(s) => s,
+            Err(error) if tbl.is_some() => error.raise(),
+            Err(error) => {
+                GcError::new(
+                    PgSqlErrorCode::ERRCODE_WARNING,
+                    format!(
+                        "session_gc: stats of table {} failed: {}",
+                        RegClassName(relid),
+                        error.message
+                    ),
+                )
+                .detail(error.detail.unwrap_or_default())
+                .hint("The other tables are listed; see the error for this one.")
+                .warn();
+                continue;
+            }
+        };
         let [expired, idle, aged, inactive, over_cap] = s.census.expired_by_rule;
         rows.push((
             RegClass(relid),
@@ -380,8 +438,7 @@ fn metrics() -> TableIterator<
     ),
 > {
     schema::require_current().or_raise();
-    let database = Spi::get_one::<String>("SELECT pg_catalog.current_database()::text")
-        .map_err(GcError::from)
+    let database = sql::one::<String>("SELECT pg_catalog.current_database()::text", &[])
         .or_raise()
         .unwrap_or_default();
     let rows: Vec<_> = stats::metrics()
@@ -412,6 +469,157 @@ fn metrics() -> TableIterator<
     TableIterator::new(rows)
 }
 
+/// What the background worker is doing for this database, and when it comes next. Granted to
+/// `pg_monitor`; grantable to applications. What a purge is busy with (its table) and the last
+/// pass's volumes concern every table of the database, so only roles that may read every
+/// session's activity (`pg_read_all_stats`, which `pg_monitor` includes) see them; others see
+/// that a pass is running and when, and NULL for those columns.
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelled out
+#[pg_extern(volatile, parallel_unsafe)]
+fn worker_status() -> TableIterator<
+    'static,
+    (
+        name!(database, Name),
+        name!(worker_running, bool),
+        name!(enabled, Option<bool>),
+        name!(in_recovery, bool),
+        name!(launcher_pid, Option<i32>),
+        name!(worker_pid, Option<i32>),
+        name!(worker_activity, Option<String>),
+        name!(interval, Option<Interval>),
+        name!(last_pass_started, Option<TimestampWithTimeZone>),
+        name!(last_pass_finished, Option<TimestampWithTimeZone>),
+        name!(last_pass_tables, Option<i32>),
+        name!(last_pass_deleted, Option<i64>),
+        name!(last_pass_errors, Option<i64>),
+        name!(next_pass, Option<TimestampWithTimeZone>),
+    ),
+> {
+    schema::require_current().or_raise();
+    let caller = identity::current_user();
+    let row = identity::as_extension_owner(|| {
+        sql::rows(
+            "SELECT current_database()::text,
+                    launcher.pid IS NOT NULL,
+                    current_setting('session_gc.enabled', true)::boolean,
+                    pg_is_in_recovery(),
+                    launcher.pid, worker.pid, worker.query,
+                    coalesce(current_setting('session_gc.interval', true), '60s')::interval,
+                    w.last_pass_started, w.last_pass_finished, w.last_pass_tables,
+                    w.last_pass_deleted, w.last_pass_errors,
+                    CASE WHEN launcher.pid IS NULL OR pg_is_in_recovery()
+                              OR NOT coalesce(current_setting('session_gc.enabled', true)::boolean, false)
+                         THEN NULL
+                         WHEN worker.pid IS NOT NULL THEN now()
+                         ELSE greatest(now(), coalesce(w.last_pass_started, now())
+                               + coalesce(current_setting('session_gc.interval', true), '60s')::interval)
+                    END,
+                    superuser_role.is OR pg_has_role($1, 'pg_read_all_stats', 'USAGE')
+               FROM (SELECT 1) one
+               LEFT JOIN session_gc.worker_state w ON true
+               LEFT JOIN LATERAL (SELECT a.pid FROM pg_stat_activity a
+                                   WHERE a.backend_type = 'session_gc launcher' LIMIT 1) launcher ON true
+               LEFT JOIN LATERAL (SELECT a.pid, a.query FROM pg_stat_activity a
+                                   WHERE a.backend_type = 'session_gc worker'
+                                     AND a.datname = current_database() LIMIT 1) worker ON true
+               CROSS JOIN LATERAL (SELECT r.rolsuper AS is FROM pg_roles r WHERE r.oid = $1) superuser_role",
+            &[caller.into()],
+            |row| {
+                let privileged = row.get::<bool>(15)?.unwrap_or(false);
+                let (activity, tables, deleted, errors) = if privileged {
+                    (row.get(7)?, row.get(11)?, row.get(12)?, row.get(13)?)
+                } else {
+                    let running = row.get::<i32>(6)?.is_some();
+                    (running.then(|| "session_gc: purging".to_string()), None, None, None)
+                };
+                Ok((
+                    Name(row.get::<String>(1)?.unwrap_or_default()),
+                    row.get::<bool>(2)?.unwrap_or(false),
+                    row.get::<bool>(3)?,
+                    row.get::<bool>(4)?.unwrap_or(false),
+                    row.get::<i32>(5)?,
+                    row.get::<i32>(6)?,
+                    activity,
+                    row.get::<Interval>(8)?,
+                    row.get::<TimestampWithTimeZone>(9)?,
+                    row.get::<TimestampWithTimeZone>(10)?,
+                    tables,
+                    deleted,
+                    errors,
+                    row.get::<TimestampWithTimeZone>(14)?,
+                ))
+            },
+        )
+    })
+    .or_raise();
+    TableIterator::new(row)
+}
+
+/// One run of `session_gc.history`, for a listener of `NOTIFY session_gc` (whose payload has
+/// only the run's id): empty unless the caller acts as the table's owner.
+#[allow(clippy::type_complexity)] // pgrx needs the row type spelled out
+#[pg_extern(volatile, parallel_unsafe)]
+fn run(
+    run_id: i64,
+) -> TableIterator<
+    'static,
+    (
+        name!(table_name, RegClass),
+        name!(trigger, String),
+        name!(status, String),
+        name!(started_at, Option<TimestampWithTimeZone>),
+        name!(finished_at, Option<TimestampWithTimeZone>),
+        name!(deleted, i64),
+        name!(partitions_dropped, i32),
+        name!(error, Option<String>),
+    ),
+> {
+    schema::require_current().or_raise();
+    let rows = identity::as_extension_owner(|| {
+        sql::rows(
+            "SELECT h.relid, h.trigger, h.status, h.started_at, h.finished_at, h.deleted,
+                    h.partitions_dropped, h.error, c.relowner
+               FROM session_gc.history h JOIN pg_catalog.pg_class c ON c.oid = h.relid
+              WHERE h.id = $1",
+            &[run_id.into()],
+            |row| {
+                Ok((
+                    row.get::<pg_sys::Oid>(9)?.unwrap_or(pg_sys::InvalidOid),
+                    (
+                        RegClass(row.get::<pg_sys::Oid>(1)?.unwrap_or(pg_sys::InvalidOid)),
+                        row.get::<String>(2)?.unwrap_or_default(),
+                        row.get::<String>(3)?.unwrap_or_default(),
+                        row.get::<TimestampWithTimeZone>(4)?,
+                        row.get::<TimestampWithTimeZone>(5)?,
+                        row.get::<i64>(6)?.unwrap_or(0),
+                        row.get::<i32>(7)?.unwrap_or(0),
+                        row.get::<String>(8)?,
+                    ),
+                ))
+            },
+        )
+    })
+    .or_raise();
+    let visible: Vec<_> = rows
+        .into_iter()
+        .filter(|(owner, _)| identity::acts_as(*owner))
+        .map(|(_, row)| row)
+        .collect();
+    TableIterator::new(visible)
+}
+
+/// A table's name for messages, schema-qualified; its OID when it is gone.
+struct RegClassName(pg_sys::Oid);
+
+impl std::fmt::Display for RegClassName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match policy::table_info(self.0) {
+            Ok(info) => f.write_str(&info.display_name),
+            Err(_) => write!(f, "with OID {}", self.0.to_u32()),
+        }
+    }
+}
+
 /// One row of `cleanup()`'s result, in its column order.
 type CleanupRow = (
     RegClass,
@@ -431,12 +639,12 @@ type CleanupRow = (
 fn cleanup_row(
     relid: pg_sys::Oid,
     progress: &Progress,
-    started: Instant,
+    took: Duration,
     status: &str,
     error: Option<String>,
 ) -> CleanupRow {
     let [expired, idle, aged, inactive, over_cap] = progress.deleted_by_rule;
-    let micros = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
+    let micros = i64::try_from(took.as_micros()).unwrap_or(i64::MAX);
     (
         RegClass(relid),
         progress.deleted(),
@@ -469,16 +677,47 @@ fn targets(tbl: Option<RegClass>) -> GcResult<Vec<pg_sys::Oid>> {
     }
 }
 
-/// Registered tables whose owner the caller acts as; superusers see all.
+/// Registered tables whose owner the caller acts as; superusers see all. A policy whose table
+/// is gone (dropped while the event trigger could not fire) is left out, with a WARNING for
+/// those who may remove it.
 fn visible_policies(only_enabled: bool) -> GcResult<Vec<pg_sys::Oid>> {
     let mut visible = Vec::new();
     for relid in Policy::registered_tables(only_enabled)? {
-        let info = policy::table_info(relid)?;
-        if identity::acts_as(info.owner) {
-            visible.push(relid);
+        match policy::table_info(relid) {
+            Ok(info) if identity::acts_as(info.owner) => visible.push(relid),
+            Ok(_) => {}
+            Err(error) if error.code == PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE => {
+                if may_remove_orphan(relid)? {
+                    GcError::new(
+                        PgSqlErrorCode::ERRCODE_WARNING,
+                        format!(
+                            "session_gc: the table of policy {} no longer exists; skipped",
+                            relid.to_u32()
+                        ),
+                    )
+                    .detail("It was dropped without session_gc being told (for instance with session_replication_role = replica).")
+                    .hint(format!("SELECT session_gc.unregister({});", relid.to_u32()))
+                    .warn();
+                }
+            }
+            Err(error) => return Err(error),
         }
     }
     Ok(visible)
+}
+
+/// Whether the caller may remove the policy of a table that no longer exists: a superuser, or
+/// a member of the role that registered it.
+fn may_remove_orphan(relid: pg_sys::Oid) -> GcResult<bool> {
+    let registered_by = identity::as_extension_owner(|| {
+        sql::one::<pg_sys::Oid>(
+            "SELECT r.oid FROM session_gc.policies p JOIN pg_catalog.pg_roles r
+                 ON r.rolname = p.registered_by
+              WHERE p.table_name::oid = $1",
+            &[relid.into()],
+        )
+    })?;
+    Ok(unsafe { pg_sys::superuser() } || registered_by.is_some_and(identity::acts_as))
 }
 
 fn load_owned(relid: pg_sys::Oid) -> GcResult<Policy> {
@@ -532,7 +771,7 @@ fn grace_interval(value: Option<Interval>) -> GcResult<String> {
         return Ok("0".into());
     };
     let (text, _) = interval_sign(value)?;
-    let negative = Spi::get_one_with_args::<bool>(
+    let negative = sql::one::<bool>(
         "SELECT $1::interval < interval '0'",
         &[text.as_str().into()],
     )?;
@@ -547,10 +786,8 @@ fn grace_interval(value: Option<Interval>) -> GcResult<String> {
 }
 
 fn interval_sign(value: Interval) -> GcResult<(String, bool)> {
-    let (text, positive) = Spi::get_two_with_args::<String, bool>(
-        "SELECT $1::text, $1 > interval '0'",
-        &[value.into()],
-    )?;
+    let (text, positive) =
+        sql::two::<String, bool>("SELECT $1::text, $1 > interval '0'", &[value.into()])?;
     Ok((text.unwrap_or_default(), positive.unwrap_or(false)))
 }
 
@@ -566,7 +803,7 @@ fn max_runtime_deadline(max_runtime: Option<Interval>) -> GcResult<Option<Instan
         .detail("max_runtime bounds how long the purge keeps starting new batches.")
         .hint("Pass a positive interval such as '30 seconds', or NULL for no limit."));
     }
-    let micros = Spi::get_one_with_args::<f64>(
+    let micros = sql::one::<f64>(
         "SELECT extract(epoch FROM $1::interval)::float8 * 1e6",
         &[text.as_str().into()],
     )?
@@ -576,20 +813,58 @@ fn max_runtime_deadline(max_runtime: Option<Interval>) -> GcResult<Option<Instan
     ))
 }
 
-/// The canonical spelling of a known time zone, or 22023.
+/// The time zone a policy stores, or 22023. A zone name is stored in its canonical spelling.
+/// An abbreviation ('EST') means what the caller's `timezone_abbreviations` says, which another
+/// caller's, or the worker's, may say differently: it is stored as the fixed UTC offset it
+/// stands for here (a POSIX zone such as '<-05>+05'), which reads the same for everyone.
 fn known_time_zone(zone: &str) -> GcResult<String> {
-    let found = Spi::get_one_with_args::<String>(
-        "SELECT min(name) FROM (
-             SELECT name FROM pg_catalog.pg_timezone_names WHERE lower(name) = lower($1)
-             UNION ALL
-             SELECT abbrev FROM pg_catalog.pg_timezone_abbrevs WHERE lower(abbrev) = lower($1)) z",
-        &[zone.into()],
-    )?;
-    found.ok_or_else(|| {
-        GcError::invalid_parameter(format!("time zone \"{zone}\" not recognized"))
-            .detail("time_zone says how naive timestamp and date columns are read.")
-            .hint("Use a name from pg_timezone_names, such as 'UTC' or 'Europe/Berlin'.")
-    })
+    let callers_abbreviations =
+        sql::current_setting("timezone_abbreviations").unwrap_or_else(|| "Default".into());
+    let (offset_seconds, name) = {
+        let _context = sql::Pinned::enter();
+        txn::set_guc(
+            "timezone_abbreviations",
+            &callers_abbreviations,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+        );
+        sql::two::<i64, String>(
+            "SELECT (SELECT extract(epoch FROM a.utc_offset)::int8
+                       FROM pg_catalog.pg_timezone_abbrevs a WHERE lower(a.abbrev) = lower($1)
+                      LIMIT 1),
+                    (SELECT min(n.name) FROM pg_catalog.pg_timezone_names n
+                      WHERE lower(n.name) = lower($1))",
+            &[zone.into()],
+        )?
+    };
+    match (offset_seconds, name) {
+        (Some(offset), _) => Ok(fixed_offset_zone(offset)),
+        (None, Some(name)) => Ok(name),
+        (None, None) => Err(GcError::invalid_parameter(format!(
+            "time zone \"{zone}\" not recognized"
+        ))
+        .detail("time_zone says how naive timestamp and date columns are read.")
+        .hint("Use a name from pg_timezone_names, such as 'UTC' or 'Europe/Berlin'.")),
+    }
+}
+
+/// A POSIX zone for a fixed offset east of UTC, in seconds: '<+0530>-05:30'. POSIX counts
+/// hours west of Greenwich, hence the sign turned round; the name in brackets is ISO's.
+fn fixed_offset_zone(offset_seconds: i64) -> String {
+    if offset_seconds == 0 {
+        return "UTC".into();
+    }
+    let east = offset_seconds > 0;
+    let total = offset_seconds.unsigned_abs();
+    let (hours, minutes, seconds) = (total / 3600, total / 60 % 60, total % 60);
+    let name = if minutes == 0 && seconds == 0 {
+        format!("{}{hours:02}", if east { '+' } else { '-' })
+    } else {
+        format!("{}{hours:02}{minutes:02}", if east { '+' } else { '-' })
+    };
+    format!(
+        "<{name}>{}{hours}:{minutes:02}:{seconds:02}",
+        if east { '-' } else { '+' }
+    )
 }
 
 /// Warns when no btree or BRIN index starts with `column` (or names it in its predicate);
@@ -600,7 +875,7 @@ fn warn_if_unindexed(
     partial: Option<String>,
     purpose: &str,
 ) -> GcResult<()> {
-    let served = Spi::get_one_with_args::<bool>(
+    let served = sql::one::<bool>(
         "SELECT EXISTS (
              SELECT 1 FROM pg_catalog.pg_index i
                JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
@@ -735,7 +1010,7 @@ fn purge(
             table.status.as_str(),
             table
                 .error
-                .as_deref()
+                .as_ref()
                 .map(|e| format!(": {e}"))
                 .unwrap_or_default()
         );

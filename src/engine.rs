@@ -13,20 +13,13 @@ use crate::identity;
 use crate::policy::{
     Cutoff, Policy, Rule, RuleKind, Strategy, UserCap, LEAF_RELATIONS, RULE_KINDS,
 };
+use crate::sql;
 use crate::txn;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use std::collections::VecDeque;
 use std::time::Instant;
-
-/// Limits of one run over one table.
-#[derive(Debug, Clone, Copy)]
-pub struct Budget {
-    pub batch_size: i64,
-    /// Stop starting new batches after this moment.
-    pub deadline: Option<Instant>,
-}
 
 /// What a run did so far.
 #[derive(Debug, Clone, Default)]
@@ -36,8 +29,6 @@ pub struct Progress {
     /// Whole partitions dropped (`drop_partitions`); their rows are not counted as deleted.
     pub partitions_dropped: i32,
     pub batches: i32,
-    /// False when the budget ran out with expired rows possibly left.
-    pub finished: bool,
 }
 
 impl Progress {
@@ -57,68 +48,60 @@ const PARTITION_LOCK_WAIT_MS: i32 = 50;
 
 /// The batch statements of one rule.
 ///
-/// Parameters of every statement: `$1` cutoff, `$2` the key the batch starts after (or at, for
-/// the `_from` variants), `$3` batch size. Each returns the rows deleted, the key to start the
-/// next batch from, and whether rows may be left.
+/// Parameters of every statement: `$1` cutoff, `$2` the key the batch starts at, `$3` batch
+/// size. Each deletes at most `$3` rows and returns the rows deleted, the key the next batch
+/// starts at, and whether rows may be left.
 #[derive(Debug, Clone)]
 struct RuleStatements {
-    /// Key-range delete: probe the key `batch size` rows on, delete everything expired up to
-    /// it in one plain DELETE. As fast as a single DELETE, per batch. Waits for locks.
-    range_after: Option<String>,
-    range_from: Option<String>,
-    /// Lock-skipping delete: select the next rows in key order `FOR UPDATE SKIP LOCKED` and
-    /// delete those. Never waits for an application's row locks; slower.
-    skip_after: String,
-    skip_from: String,
+    /// Key-range delete: find the key `$3` rows on, delete everything expired before it in one
+    /// plain DELETE. As fast as a single DELETE, per batch. Waits for locks. Also says whether
+    /// the batch stalled: the first `$3 + 1` rows share one key, so the range before the bound
+    /// is empty and the batch must be taken by count instead (`skip`).
+    range: Option<String>,
+    /// Lock-skipping delete: select the next `$3` rows in key order `FOR UPDATE SKIP LOCKED`
+    /// and delete those. Never waits for an application's row locks; slower.
+    skip: String,
 }
 
 impl RuleStatements {
     fn new(table: &str, rule: &Rule) -> Self {
-        if !rule.is_ordered() {
-            let skip = skip_locked_statement(table, rule, "");
-            return RuleStatements {
-                range_after: None,
-                range_from: None,
-                skip_after: skip.clone(),
-                skip_from: skip,
-            };
-        }
         RuleStatements {
-            range_after: Some(key_range_statement(table, rule, ">")),
-            range_from: Some(key_range_statement(table, rule, ">=")),
-            skip_after: skip_locked_statement(table, rule, ">"),
-            skip_from: skip_locked_statement(table, rule, ">="),
+            range: rule.is_ordered().then(|| key_range_statement(table, rule)),
+            skip: skip_locked_statement(table, rule),
         }
     }
 }
 
-fn key_range_statement(table: &str, rule: &Rule, start: &str) -> String {
+fn key_range_statement(table: &str, rule: &Rule) -> String {
     let column = rule.quoted_column();
     let ty = rule.column_kind.key_type();
+    // The bound is the first row past the batch; only rows before its key are deleted, so rows
+    // sharing a key (one bulk insert's timestamp) never make a batch larger than `$3`.
     // The DELETE's own WHERE re-checks the rule on each row it deletes, after any wait.
     format!(
         "WITH bound AS MATERIALIZED (
              SELECT s.{column} AS upper FROM {table} s
-              WHERE s.{column} {start} $2::{ty} AND {expired_s}
-              ORDER BY s.{column} OFFSET $3 - 1 LIMIT 1),
+              WHERE s.{column} OPERATOR(pg_catalog.>=) $2::{ty} AND {expired_s}
+              ORDER BY s.{column} OFFSET $3 LIMIT 1),
          gone AS (
              DELETE FROM {table} t
-              WHERE t.{column} {start} $2::{ty} AND {expired_t}
-                AND t.{column} <= coalesce((SELECT upper FROM bound), $1::{ty})
+              WHERE t.{column} OPERATOR(pg_catalog.>=) $2::{ty} AND {expired_t}
+                AND t.{column} OPERATOR(pg_catalog.<) coalesce((SELECT upper FROM bound), $1::{ty})
               RETURNING 1)
          SELECT (SELECT count(*) FROM gone)::int8, (SELECT upper::text FROM bound),
-                EXISTS (SELECT 1 FROM bound)",
+                EXISTS (SELECT 1 FROM bound),
+                coalesce((SELECT upper OPERATOR(pg_catalog.=) $2::{ty} FROM bound), false)",
         expired_s = rule.predicate("s", 1),
         expired_t = rule.predicate("t", 1),
     )
 }
 
-fn skip_locked_statement(table: &str, rule: &Rule, start: &str) -> String {
+fn skip_locked_statement(table: &str, rule: &Rule) -> String {
     let column = rule.quoted_column();
     let (walk, last_key) = if rule.is_ordered() {
         (
             format!(
-                "AND s.{column} {start} $2::{ty} ORDER BY s.{column}",
+                "AND s.{column} OPERATOR(pg_catalog.>=) $2::{ty} ORDER BY s.{column}",
                 ty = rule.column_kind.key_type()
             ),
             "max(key)::text",
@@ -134,37 +117,13 @@ fn skip_locked_statement(table: &str, rule: &Rule, start: &str) -> String {
               LIMIT $3 FOR UPDATE OF s SKIP LOCKED),
          gone AS (
              DELETE FROM {table} t USING batch b
-              WHERE t.tableoid = b.rel AND t.ctid = b.tid AND {rechecked}
+              WHERE t.tableoid OPERATOR(pg_catalog.=) b.rel AND t.ctid OPERATOR(pg_catalog.=) b.tid
+                AND {rechecked}
               RETURNING t.{column} AS key)
-         SELECT count(*)::int8, {last_key}, count(*) >= $3 FROM gone",
+         SELECT count(*)::int8, {last_key}, count(*) OPERATOR(pg_catalog.>=) $3, false FROM gone",
         selected = rule.predicate("s", 1),
         rechecked = rule.predicate("t", 1),
     )
-}
-
-/// Runs one table's purge within `budget`, batch after batch, in the current transaction
-/// (`cleanup()`; the worker and `purge()` commit per batch through `pass`).
-pub fn purge(policy: &Policy, budget: &Budget) -> GcResult<Progress> {
-    let mut cursor = Cursor::new(policy, budget.batch_size)?;
-    let mut progress = Progress::default();
-    loop {
-        if budget
-            .deadline
-            .is_some_and(|deadline| Instant::now() >= deadline)
-        {
-            return Ok(progress);
-        }
-        pgrx::check_for_interrupts!();
-        match cursor.next_batch(policy, budget.batch_size)? {
-            Some(batch) => progress.add(&batch),
-            None => break,
-        }
-        if cursor.is_done() {
-            break;
-        }
-    }
-    progress.finished = true;
-    Ok(progress)
 }
 
 /// What one batch did.
@@ -344,40 +303,33 @@ impl PartitionWalk {
         );
         let expired = identity::as_table_owner(policy.owner, || {
             let cutoff = rule.cutoff(&policy.time_zone)?;
-            Spi::connect(|client| {
-                let rows = client.select(&sql, None, &[cutoff.arg(), policy.relid.into()])?;
-                let mut expired = VecDeque::new();
-                for row in rows {
-                    if let (Some(oid), Some(name)) =
-                        (row.get::<pg_sys::Oid>(1)?, row.get::<String>(2)?)
-                    {
-                        expired.push_back((oid, name, 0));
-                    }
-                }
-                Ok::<_, GcError>(expired)
-            })
+            let found = sql::rows(&sql, &[cutoff.arg(), policy.relid.into()], |row| {
+                Ok((row.get::<pg_sys::Oid>(1)?, row.get::<String>(2)?))
+            })?;
+            Ok::<_, GcError>(
+                found
+                    .into_iter()
+                    .filter_map(|(oid, name)| Some((oid?, name?, 0)))
+                    .collect::<VecDeque<_>>(),
+            )
         })?;
         let detached = identity::as_extension_owner(|| {
-            Spi::connect(|client| {
-                let rows = client.select(
-                    "SELECT relid, schema_name::text, table_name::text FROM session_gc.pending_drops
-                      WHERE parent = $1::oid::regclass ORDER BY detached_at",
-                    None,
-                    &[policy.relid.into()],
-                )?;
-                let mut detached = VecDeque::new();
-                for row in rows {
-                    if let (Some(oid), Some(schema), Some(name)) = (
+            sql::rows(
+                "SELECT relid, schema_name::text, table_name::text FROM session_gc.pending_drops
+                  WHERE parent = $1::oid::regclass ORDER BY detached_at",
+                &[policy.relid.into()],
+                |row| {
+                    Ok((
                         row.get::<pg_sys::Oid>(1)?,
                         row.get::<String>(2)?,
                         row.get::<String>(3)?,
-                    ) {
-                        detached.push_back((oid, schema, name));
-                    }
-                }
-                Ok::<_, GcError>(detached)
-            })
-        })?;
+                    ))
+                },
+            )
+        })?
+        .into_iter()
+        .filter_map(|(oid, schema, name)| Some((oid?, schema?, name?)))
+        .collect();
         Ok(PartitionWalk { expired, detached })
     }
 
@@ -452,8 +404,8 @@ fn detach_partition(
     let wait = PARTITION_LOCK_WAIT_MS.min(crate::gucs::lock_timeout_ms());
     txn::in_subtransaction(|| {
         let detached = identity::as_table_owner_waiting(policy.owner, wait, || {
-            Spi::run(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))?;
-            let (schema, table) = Spi::get_two_with_args::<String, String>(
+            sql::run(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"), &[])?;
+            let (schema, table) = sql::two::<String, String>(
                 "SELECT max(n.nspname::text), max(c.relname::text)
                    FROM pg_catalog.pg_inherits i
                    JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
@@ -464,15 +416,18 @@ fn detach_partition(
             let (Some(schema), Some(table)) = (schema, table) else {
                 return Ok(None);
             };
-            Spi::run(&format!(
-                "ALTER TABLE {} DETACH PARTITION {name}",
-                policy.quoted_table
-            ))?;
+            sql::run(
+                &format!(
+                    "ALTER TABLE {} DETACH PARTITION {name}",
+                    policy.quoted_table
+                ),
+                &[],
+            )?;
             Ok::<_, GcError>(Some((partition, schema, table)))
         })?;
         if let Some((relid, schema, table)) = &detached {
             identity::as_extension_owner(|| {
-                Spi::run_with_args(
+                sql::run(
                     "INSERT INTO session_gc.pending_drops (relid, parent, schema_name, table_name)
                      VALUES ($1, $2::oid::regclass, $3, $4)",
                     &[
@@ -492,7 +447,7 @@ fn detach_partition(
 /// schema and name, not attached anywhere again); forgets it either way.
 fn drop_detached(policy: &Policy, relid: pg_sys::Oid, schema: &str, name: &str) -> GcResult<bool> {
     txn::in_subtransaction(|| {
-        let still_ours = Spi::get_one_with_args::<bool>(
+        let still_ours = sql::one::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
                               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                              WHERE c.oid = $1 AND n.nspname = $2 AND c.relname = $3
@@ -507,14 +462,14 @@ fn drop_detached(policy: &Policy, relid: pg_sys::Oid, schema: &str, name: &str) 
         let dropped = if still_ours == Some(true) {
             let quoted = format!("{}.{}", quote_identifier(schema), quote_identifier(name));
             identity::as_table_owner_waiting(policy.owner, crate::gucs::lock_timeout_ms(), || {
-                Spi::run(&format!("DROP TABLE {quoted}"))
+                sql::run(&format!("DROP TABLE {quoted}"), &[])
             })?;
             true
         } else {
             false
         };
         identity::as_extension_owner(|| {
-            Spi::run_with_args(
+            sql::run(
                 "DELETE FROM session_gc.pending_drops WHERE relid = $1",
                 &[relid.into()],
             )
@@ -572,27 +527,23 @@ impl CapWalk {
         let (deleted, resume_key, resume_at_key, more) = retrying_moved_rows(|| {
             identity::as_table_owner_waiting(policy.owner, crate::gucs::lock_timeout_ms(), || {
                 // `update`: the statement deletes, so it must not run as a read-only query.
-                Spi::connect_mut(|client| {
-                    let rows = client.update(
-                        statement,
-                        None,
-                        &[
-                            key.clone().into(),
-                            cap.max_per_user.into(),
-                            batch_size.into(),
-                        ],
-                    )?;
-                    let mut outcome = (0i64, None, false, false);
-                    for row in rows {
-                        outcome = (
+                let rows = sql::rows_written(
+                    statement,
+                    &[
+                        key.clone().into(),
+                        cap.max_per_user.into(),
+                        batch_size.into(),
+                    ],
+                    |row| {
+                        Ok((
                             row.get::<i64>(1)?.unwrap_or(0),
                             row.get::<String>(2)?,
                             row.get::<bool>(3)?.unwrap_or(false),
                             row.get::<bool>(4)?.unwrap_or(false),
-                        );
-                    }
-                    Ok::<_, GcError>(outcome)
-                })
+                        ))
+                    },
+                )?;
+                Ok::<_, GcError>(rows.into_iter().last().unwrap_or((0, None, false, false)))
             })
         })?;
         match (more, resume_key) {
@@ -695,7 +646,7 @@ impl HeapWalk {
                 &args,
             )?;
             let total = planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
-            let blocks = Spi::get_one_with_args::<i64>(
+            let blocks = sql::one::<i64>(
                 &format!(
                     "SELECT coalesce(max(pg_catalog.pg_relation_size(t.relid)
                                         / pg_catalog.current_setting('block_size')::int8), 0)::int8
@@ -786,8 +737,7 @@ impl HeapWalk {
                 let mut args = cutoff_args(policy)?;
                 args.push(from.as_str().into());
                 args.push(to.as_str().into());
-                let counts =
-                    Spi::get_one_with_args::<String>(statement, &args)?.unwrap_or_default();
+                let counts = sql::write_one::<String>(statement, &args)?.unwrap_or_default();
                 let mut deleted_by_rule = [0i64; RULE_KINDS];
                 for (slot, count) in deleted_by_rule.iter_mut().zip(counts.split(',')) {
                     *slot = count.trim().parse().unwrap_or(0);
@@ -868,10 +818,8 @@ fn cutoff_args(policy: &Policy) -> GcResult<Vec<pgrx::datum::DatumWithOid<'stati
 pub struct IndexWalk {
     statements: Vec<RuleStatements>,
     rule: usize,
-    /// The key the next batch starts from; None: the rule's first batch (no lower bound).
+    /// The key the next batch starts at; None: the rule's first batch (no lower bound).
     start_key: Option<String>,
-    /// Whether rows at `start_key` itself may still be expired (after a lock-skipping batch).
-    start_inclusive: bool,
 }
 
 impl IndexWalk {
@@ -885,7 +833,6 @@ impl IndexWalk {
             statements,
             rule: 0,
             start_key: None,
-            start_inclusive: true,
         }
     }
 
@@ -903,61 +850,68 @@ impl IndexWalk {
             .start_key
             .clone()
             .unwrap_or_else(|| rule.column_kind.lowest_key().to_string());
-        let inclusive = self.start_key.is_none() || self.start_inclusive;
         let run = |statement: &str, lock_timeout_ms: i32| {
             identity::as_table_owner_waiting(policy.owner, lock_timeout_ms, || {
                 let cutoff = rule.cutoff(&policy.time_zone)?;
-                let (deleted, next_key, more) = Spi::get_three_with_args::<i64, String, bool>(
+                let rows = sql::rows_written(
                     statement,
                     &[cutoff.arg(), start_key.as_str().into(), batch_size.into()],
+                    |row| {
+                        Ok(StatementOutcome {
+                            deleted: row.get::<i64>(1)?.unwrap_or(0),
+                            next_key: row.get::<String>(2)?,
+                            more: row.get::<bool>(3)?.unwrap_or(false),
+                            stalled: row.get::<bool>(4)?.unwrap_or(false),
+                        })
+                    },
                 )?;
-                Ok::<_, GcError>((deleted.unwrap_or(0), next_key, more.unwrap_or(false)))
+                Ok::<_, GcError>(rows.into_iter().next().unwrap_or_default())
             })
         };
-        let range = if inclusive {
-            &statements.range_from
-        } else {
-            &statements.range_after
-        };
-        let skip = if inclusive {
-            &statements.skip_from
-        } else {
-            &statements.skip_after
-        };
         // The fast path runs in a subtransaction: when it meets a row the application holds,
-        // it gives up after a short wait and the batch is redone skipping locked rows.
-        let fast = match range {
+        // it gives up after a short wait and the batch is redone skipping locked rows. When the
+        // batch's rows all share one key it deletes nothing and the batch is taken by count.
+        let fast = match &statements.range {
             Some(statement) => {
                 let wait = ROW_LOCK_WAIT_MS.min(crate::gucs::lock_timeout_ms());
                 match txn::in_subtransaction(|| run(statement, wait)) {
-                    Ok(outcome) => Some((outcome, false)),
+                    Ok(outcome) if !outcome.stalled => Some(outcome),
+                    Ok(_) => None,
                     Err(error) if is_contention(&error) => None,
                     Err(error) => return Err(error),
                 }
             }
             None => None,
         };
-        let ((deleted, next_key, more), skipped_locks) = match fast {
+        let outcome = match fast {
             Some(done) => done,
-            None => (
-                retrying_moved_rows(|| run(skip, crate::gucs::lock_timeout_ms()))?,
-                true,
-            ),
+            None => retrying_moved_rows(|| run(&statements.skip, crate::gucs::lock_timeout_ms()))?,
         };
-        match (more, next_key) {
-            (true, Some(key)) => {
-                self.start_key = Some(key);
-                // After a lock-skipping batch, rows at its last key may remain; after a key-range
-                // batch everything up to and including its bound is gone.
-                self.start_inclusive = skipped_locks;
-            }
-            _ => {
-                self.rule += 1;
-                self.start_key = None;
+        if !outcome.more {
+            self.rule += 1;
+            self.start_key = None;
+        } else if rule.is_ordered() {
+            // Rows at the next key itself may remain (a bound's key, a skipped locked row).
+            match outcome.next_key {
+                Some(key) => self.start_key = Some(key),
+                None => {
+                    self.rule += 1;
+                    self.start_key = None;
+                }
             }
         }
-        Ok(Some(Batch::of_rule(rule.kind, deleted)))
+        // An unordered (boolean) rule has no key: its next batch takes the next rows.
+        Ok(Some(Batch::of_rule(rule.kind, outcome.deleted)))
     }
+}
+
+/// What one batch statement of a rule returned.
+#[derive(Debug, Clone, Default)]
+struct StatementOutcome {
+    deleted: i64,
+    next_key: Option<String>,
+    more: bool,
+    stalled: bool,
 }
 
 /// Exact count of rows purgeable now, per rule, each row counted once (under the first rule
@@ -1039,12 +993,12 @@ pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
                 // The oldest is still read exactly: the first entry of the rule's index range.
                 Some(rows) => (
                     Some(rows.round() as i64),
-                    Spi::get_one_with_args::<TimestampWithTimeZone>(
+                    sql::one::<TimestampWithTimeZone>(
                         &format!("SELECT {oldest} FROM {table} s WHERE {conditions}"),
                         &args,
                     )?,
                 ),
-                None => Spi::get_two_with_args::<i64, TimestampWithTimeZone>(
+                None => sql::two::<i64, TimestampWithTimeZone>(
                     &format!("SELECT count(*)::int8, {oldest} FROM {table} s WHERE {conditions}"),
                     &args,
                 )?,
@@ -1074,7 +1028,7 @@ pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
                 cutoffs.iter().map(|cutoff: &Cutoff| cutoff.arg()).collect();
             args.push(cap.max_per_user.into());
             census.expired_by_rule[RuleKind::OverCap.index()] =
-                Spi::get_one_with_args::<i64>(&sql, &args)?.unwrap_or(0);
+                sql::one::<i64>(&sql, &args)?.unwrap_or(0);
         }
         Ok(census)
     })
@@ -1090,15 +1044,5 @@ fn none_of(rules: &[Rule]) -> impl Iterator<Item = String> + '_ {
 
 /// The planner's row estimate for a query (its top plan node), without running it.
 pub fn planned_rows(query: &str, args: &[pgrx::datum::DatumWithOid]) -> GcResult<f64> {
-    let plan = Spi::get_one_with_args::<pgrx::datum::Json>(
-        &format!("EXPLAIN (FORMAT JSON) {query}"),
-        args,
-    )?;
-    Ok(plan
-        .as_ref()
-        .and_then(|plan| plan.0.get(0))
-        .and_then(|entry| entry.get("Plan"))
-        .and_then(|node| node.get("Plan Rows"))
-        .and_then(|rows| rows.as_f64())
-        .unwrap_or(0.0))
+    sql::planned_rows(query, args)
 }

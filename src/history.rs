@@ -5,8 +5,8 @@ use crate::engine::Progress;
 use crate::error::{GcError, GcResult};
 use crate::gucs;
 use crate::identity;
+use crate::sql;
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 
 /// Who started a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,20 +45,12 @@ impl RunStatus {
             RunStatus::Cancelled => "cancelled",
         }
     }
-
-    pub fn of(progress: &Progress) -> Self {
-        if progress.finished {
-            RunStatus::Ok
-        } else {
-            RunStatus::Partial
-        }
-    }
 }
 
 /// Opens a history row (status `running`) and returns its id.
 pub fn start(relid: pg_sys::Oid, table_name: &str, trigger: Trigger) -> GcResult<i64> {
     identity::as_extension_owner(|| {
-        let id = Spi::get_one_with_args::<i64>(
+        let id = sql::write_one::<i64>(
             "INSERT INTO session_gc.history (relid, table_name, trigger, pid)
              VALUES ($1, $2, $3, pg_catalog.pg_backend_pid()) RETURNING id",
             &[relid.into(), table_name.into(), trigger.as_str().into()],
@@ -75,7 +67,7 @@ pub fn start(relid: pg_sys::Oid, table_name: &str, trigger: Trigger) -> GcResult
 /// `cleanup()` and `purge()` never back off.
 pub fn backing_off(relid: pg_sys::Oid, interval: std::time::Duration) -> GcResult<bool> {
     identity::as_extension_owner(|| {
-        let waiting = Spi::get_one_with_args::<bool>(
+        let waiting = sql::one::<bool>(
             "WITH last_success AS (
                  SELECT coalesce(max(h.id), 0) AS id FROM session_gc.history h
                   WHERE h.relid = $1 AND h.trigger = 'worker' AND h.status <> 'error'),
@@ -110,7 +102,7 @@ pub fn finish(
     identity::as_extension_owner(|| {
         // Kept all the same after a failed worker run: it shows the table recovered, and ends
         // the failures' backoff.
-        Spi::run_with_args(
+        sql::run(
             "DELETE FROM session_gc.history h
               WHERE h.id = $1 AND h.trigger = 'worker' AND $2 = 'ok' AND NOT $3
                 AND (SELECT p.status FROM session_gc.history p
@@ -118,7 +110,7 @@ pub fn finish(
                       ORDER BY p.id DESC LIMIT 1) IS DISTINCT FROM 'error'",
             &[id.into(), status.as_str().into(), did_something.into()],
         )?;
-        Spi::run_with_args(
+        sql::run(
             "UPDATE session_gc.history
                 SET finished_at = clock_timestamp(), status = $2, deleted = $3, expired = $4,
                     idle = $5, aged = $6, inactive = $7, batches = $8, error = $9,
@@ -139,7 +131,7 @@ pub fn finish(
             ],
         )?;
         // The policy may be gone (unregistered, table dropped): then there is nothing to total.
-        Spi::run_with_args(
+        sql::run(
             "INSERT INTO session_gc.totals AS t (table_name, runs, deleted_total, last_run, last_deleted,
                                                  last_status, partitions_dropped_total, errors_total)
              SELECT p.table_name, 1, $2, now(), $2, $3, $4, (CASE WHEN $3 = 'error' THEN 1 ELSE 0 END) FROM session_gc.policies p
@@ -157,13 +149,12 @@ pub fn finish(
             ],
         )?;
         if did_something && gucs::notify() {
-            // Delivered when the run's transaction commits, like any NOTIFY.
-            Spi::run_with_args(
+            // Delivered when the run's transaction commits, like any NOTIFY. Anyone who can
+            // connect may LISTEN, so the payload names no table and no row count: a listener
+            // reads its own runs with session_gc.run(run_id).
+            sql::run(
                 "SELECT pg_catalog.pg_notify('session_gc', pg_catalog.json_build_object(
-                     'database', pg_catalog.current_database(), 'table', h.table_name,
-                     'run_id', h.id, 'deleted', h.deleted, 'partitions_dropped', h.partitions_dropped,
-                     'status', h.status, 'trigger', h.trigger)::text)
-                   FROM session_gc.history h WHERE h.id = $1",
+                     'database', pg_catalog.current_database(), 'run_id', $1::int8)::text)",
                 &[id.into()],
             )?;
         }
@@ -171,10 +162,38 @@ pub fn finish(
     })
 }
 
+/// Adds one committed batch to its run's history row, in the batch's own transaction.
+pub fn add_batch(id: i64, batch: &crate::engine::Batch) -> GcResult<()> {
+    let deleted: i64 = batch.deleted_by_rule.iter().sum();
+    if deleted == 0 && batch.partitions_dropped == 0 {
+        return Ok(());
+    }
+    let [expired, idle, aged, inactive, over_cap] = batch.deleted_by_rule;
+    identity::as_extension_owner(|| {
+        sql::run(
+            "UPDATE session_gc.history
+                SET deleted = deleted + $2, expired = expired + $3, idle = idle + $4,
+                    aged = aged + $5, inactive = inactive + $6, over_cap = over_cap + $7,
+                    partitions_dropped = partitions_dropped + $8, batches = batches + 1
+              WHERE id = $1",
+            &[
+                id.into(),
+                deleted.into(),
+                expired.into(),
+                idle.into(),
+                aged.into(),
+                inactive.into(),
+                over_cap.into(),
+                batch.partitions_dropped.into(),
+            ],
+        )
+    })
+}
+
 /// Deletes history older than `session_gc.history_retention`.
 pub fn trim() -> GcResult<i64> {
     identity::as_extension_owner(|| {
-        let trimmed = Spi::get_one_with_args::<i64>(
+        let trimmed = sql::write_one::<i64>(
             "WITH gone AS (
                  DELETE FROM session_gc.history
                   WHERE started_at < now() - make_interval(secs => $1) RETURNING 1)
@@ -185,18 +204,41 @@ pub fn trim() -> GcResult<i64> {
     })
 }
 
-/// Marks runs left `running` by a process that is gone (a crash, a kill) as failed.
+/// Marks runs left `running` by a process that is gone (a crash, a kill) as failed, and adds
+/// what their committed batches deleted (`add_batch`) to the totals.
 pub fn fail_orphaned_runs() -> GcResult<i64> {
     identity::as_extension_owner(|| {
-        let failed = Spi::get_one::<i64>(
+        let failed = sql::write_one::<i64>(
             "WITH gone AS (
                  UPDATE session_gc.history h
-                    SET status = 'error', finished_at = clock_timestamp(),
+                    SET status = 'error', finished_at = pg_catalog.clock_timestamp(),
                         error = 'the process running this purge stopped before it finished'
                   WHERE h.status = 'running'
                     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.pid = h.pid)
+                 RETURNING h.relid, h.deleted, h.partitions_dropped),
+             per_table AS (
+                 SELECT g.relid, sum(g.deleted)::int8 AS deleted,
+                        sum(g.partitions_dropped)::int8 AS dropped, count(*)::int8 AS runs
+                   FROM gone g GROUP BY g.relid),
+             counted AS (
+                 INSERT INTO session_gc.totals AS t (table_name, runs, deleted_total, last_run,
+                                                     last_deleted, last_status,
+                                                     partitions_dropped_total, errors_total)
+                 SELECT p.table_name, r.runs, r.deleted, pg_catalog.now(), r.deleted, 'error',
+                        r.dropped, r.runs
+                   FROM per_table r JOIN session_gc.policies p
+                     ON p.table_name OPERATOR(pg_catalog.=) r.relid::pg_catalog.regclass
+                 ON CONFLICT (table_name) DO UPDATE
+                    SET runs = t.runs + EXCLUDED.runs,
+                        deleted_total = t.deleted_total + EXCLUDED.deleted_total,
+                        last_run = EXCLUDED.last_run, last_deleted = EXCLUDED.last_deleted,
+                        last_status = 'error',
+                        partitions_dropped_total = t.partitions_dropped_total
+                                                   + EXCLUDED.partitions_dropped_total,
+                        errors_total = t.errors_total + EXCLUDED.errors_total
                  RETURNING 1)
              SELECT count(*)::int8 FROM gone",
+            &[],
         )?;
         Ok(failed.unwrap_or(0))
     })
@@ -210,7 +252,7 @@ pub fn record_pass(took: std::time::Duration, summary: &crate::pass::PassSummary
         .filter(|t| t.status == RunStatus::Error)
         .count() as i64;
     identity::as_extension_owner(|| {
-        Spi::run_with_args(
+        sql::run(
             "INSERT INTO session_gc.worker_state AS w
                     (id, last_pass_started, last_pass_finished, last_pass_tables, last_pass_deleted, last_pass_errors, passes)
              VALUES (true, clock_timestamp() - make_interval(secs => $1), clock_timestamp(), $2, $3, $4, 1)

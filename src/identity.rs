@@ -9,15 +9,16 @@
 use crate::error::{GcError, GcResult};
 use crate::gucs;
 use crate::policy::TableInfo;
+use crate::sql;
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 
 /// Restores the previous user, security context and GUC values when dropped,
 /// including while an error unwinds.
 struct IdentityGuard {
     saved_user: pg_sys::Oid,
     saved_context: i32,
-    guc_nest_level: i32,
+    /// The pinned settings of this identity; restored before the user is.
+    pinned: Option<sql::Pinned>,
 }
 
 impl IdentityGuard {
@@ -33,14 +34,10 @@ impl IdentityGuard {
         let guard = IdentityGuard {
             saved_user,
             saved_context,
-            guc_nest_level: unsafe { pg_sys::NewGUCNestLevel() },
+            pinned: Some(sql::Pinned::enter()),
         };
-        set_local("search_path", "pg_catalog, pg_temp");
-        // Cutoffs and keys travel as text between statements: pin the formats.
-        set_local("DateStyle", "ISO, YMD");
-        set_local("IntervalStyle", "postgres");
         for (name, value) in settings {
-            set_local(name, value);
+            crate::txn::set_guc(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
         }
         guard
     }
@@ -48,15 +45,9 @@ impl IdentityGuard {
 
 impl Drop for IdentityGuard {
     fn drop(&mut self) {
-        unsafe {
-            pg_sys::AtEOXact_GUC(false, self.guc_nest_level);
-            pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context);
-        }
+        drop(self.pinned.take());
+        unsafe { pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context) };
     }
-}
-
-fn set_local(name: &str, value: &str) {
-    crate::txn::set_guc(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
 }
 
 /// Runs `work` as the owner of `relid`, security-restricted, with the purge's lock timeout.
@@ -64,13 +55,20 @@ pub fn as_table_owner<R>(owner: pg_sys::Oid, work: impl FnOnce() -> R) -> R {
     as_table_owner_waiting(owner, gucs::lock_timeout_ms(), work)
 }
 
-/// Like `as_table_owner`, with a lock timeout of its own.
+/// Like `as_table_owner`, with a lock timeout of its own; a caller's stricter `lock_timeout`
+/// stands.
 pub fn as_table_owner_waiting<R>(
     owner: pg_sys::Oid,
     lock_timeout_ms: i32,
     work: impl FnOnce() -> R,
 ) -> R {
-    let settings = [("lock_timeout", format!("{lock_timeout_ms}ms"))];
+    let callers = unsafe { pg_sys::LockTimeout };
+    let wait = if callers > 0 {
+        lock_timeout_ms.min(callers)
+    } else {
+        lock_timeout_ms
+    };
+    let settings = [("lock_timeout", format!("{wait}ms"))];
     let _guard = IdentityGuard::enter(owner, true, &settings);
     work()
 }
@@ -82,9 +80,11 @@ pub fn as_extension_owner<R>(work: impl FnOnce() -> R) -> R {
     work()
 }
 
+/// The extension's owner.
 fn extension_owner() -> Option<pg_sys::Oid> {
-    Spi::get_one::<pg_sys::Oid>(
-        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'session_gc'",
+    sql::one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'session_gc'::pg_catalog.name",
+        &[],
     )
     .ok()
     .flatten()

@@ -27,6 +27,12 @@ fn cleanup() -> bool {
     refuse()
 }
 
+/// `session_gc.cleanup(...)` of 0.2.0 (4 arguments).
+#[pg_extern(sql = false)]
+fn cleanup_v2() -> bool {
+    refuse()
+}
+
 /// `session_gc.stats(...)` of 0.1.0 (13 result columns).
 #[pg_extern(sql = false)]
 fn stats() -> bool {

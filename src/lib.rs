@@ -8,6 +8,7 @@
 use pgrx::prelude::*;
 
 mod api;
+mod background;
 mod engine;
 mod error;
 mod gucs;
@@ -17,6 +18,7 @@ mod legacy;
 mod pass;
 mod policy;
 mod schema;
+mod sql;
 mod stats;
 mod txn;
 mod types;

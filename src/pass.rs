@@ -19,6 +19,12 @@ pub trait Transactions {
     /// Runs `work` in a transaction of its own: committed on success, rolled back on error.
     fn run<R>(&mut self, work: impl FnOnce() -> GcResult<R>) -> GcResult<R>;
 
+    /// Runs one purge batch like `run`; the worker bounds it with `session_gc.batch_timeout`,
+    /// which its bookkeeping must not be subject to.
+    fn run_batch<R>(&mut self, work: impl FnOnce() -> GcResult<R>) -> GcResult<R> {
+        self.run(work)
+    }
+
     /// True once the pass must end now (shutdown); checked between batches.
     fn stop_requested(&mut self) -> bool;
 
@@ -51,10 +57,12 @@ pub struct PassSummary {
 
 #[derive(Debug)]
 pub struct TableOutcome {
+    pub relid: pg_sys::Oid,
     pub table: String,
     pub progress: Progress,
     pub status: RunStatus,
-    pub error: Option<String>,
+    pub error: Option<GcError>,
+    pub duration: std::time::Duration,
 }
 
 impl PassSummary {
@@ -71,6 +79,16 @@ struct TableRun {
     cursor: Cursor,
     batch_size: i64,
     progress: Progress,
+    started: Instant,
+}
+
+/// What one turn of a table did.
+enum Turn {
+    Batch(crate::engine::Batch),
+    /// Nothing left to do.
+    Finished,
+    /// The policy was removed or disabled since the run started: stop without deleting.
+    PolicyWithdrawn(&'static str),
 }
 
 /// Runs one pass. Never raises for a table's failure: those end up in history and the summary.
@@ -89,6 +107,7 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
         {
             continue;
         }
+        let opened_at = Instant::now();
         match tx.run(|| open_run(relid, options)) {
             Ok(run) => active.push(run),
             Err(error) => {
@@ -97,10 +116,12 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                     .unwrap_or_else(|_| format!("OID {}", relid.to_u32()));
                 record_failure_without_run(tx, relid, &table, options.trigger, &error);
                 summary.tables.push(TableOutcome {
+                    relid,
                     table,
                     progress: Progress::default(),
                     status: RunStatus::Error,
-                    error: Some(error.to_string()),
+                    error: Some(error),
+                    duration: opened_at.elapsed(),
                 });
             }
         }
@@ -126,19 +147,27 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                 run.progress.batches + 1,
                 run.progress.deleted()
             ));
-            let (policy, batch_size) = (&run.policy, run.batch_size);
-            let cursor = &mut run.cursor;
             let commits_alone = tx.batch_commits_alone();
-            let batch = tx.run(|| {
+            let turn = tx.run_batch(|| {
                 // Only a batch's own commit may skip the flush, never the caller's transaction.
                 if commits_alone {
                     crate::txn::commit_without_waiting_for_flush();
                 }
+                if let Some(withdrawn) = follow_policy(&mut run, options)? {
+                    return Ok(Turn::PolicyWithdrawn(withdrawn));
+                }
                 crate::txn::compress_wal_of_batch();
-                cursor.next_batch(policy, batch_size)
+                Ok(match run.cursor.next_batch(&run.policy, run.batch_size)? {
+                    Some(batch) => {
+                        // Counted with the rows it deleted, so a run that dies keeps its count.
+                        history::add_batch(run.history_id, &batch)?;
+                        Turn::Batch(batch)
+                    }
+                    None => Turn::Finished,
+                })
             });
-            match batch {
-                Ok(Some(batch)) => {
+            match turn {
+                Ok(Turn::Batch(batch)) => {
                     run.progress.add(&batch);
                     if run.cursor.is_done() {
                         close(tx, run, RunStatus::Ok, None, &mut summary);
@@ -146,11 +175,15 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                         still_active.push(run);
                     }
                 }
-                Ok(None) => close(tx, run, RunStatus::Ok, None, &mut summary),
-                Err(error) => {
-                    let message = error.to_string();
-                    close(tx, run, RunStatus::Error, Some(message), &mut summary);
+                Ok(Turn::Finished) => close(tx, run, RunStatus::Ok, None, &mut summary),
+                Ok(Turn::PolicyWithdrawn(why)) => {
+                    let reason = GcError::new(
+                        pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        why,
+                    );
+                    close(tx, run, RunStatus::Cancelled, Some(reason), &mut summary)
                 }
+                Err(error) => close(tx, run, RunStatus::Error, Some(error), &mut summary),
             }
             tx.pause();
         }
@@ -160,6 +193,43 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
         warn_about(&format!("session_gc: could not trim history: {error}"));
     }
     Ok(summary)
+}
+
+/// Makes the coming batch act on the policy as committed now (and keeps it so until the batch
+/// ends: `policy::lock_committed_version`). A policy replaced since the last batch is loaded
+/// again and its walk starts over; one removed, or disabled after the run started, ends the
+/// run. Some(reason) when the run must end.
+fn follow_policy(run: &mut TableRun, options: &PassOptions) -> GcResult<Option<&'static str>> {
+    let Some(committed) = policy::lock_committed_version(run.relid)? else {
+        return Ok(Some(
+            "the policy was removed during the run; nothing more was deleted",
+        ));
+    };
+    if run.policy.version.enabled && !committed.enabled {
+        return Ok(Some(
+            "the policy was disabled during the run; nothing more was deleted",
+        ));
+    }
+    if committed != run.policy.version {
+        let Some(policy) = Policy::load(run.relid)? else {
+            return Ok(Some(
+                "the policy was removed during the run; nothing more was deleted",
+            ));
+        };
+        run.batch_size = effective_batch_size(options, &policy);
+        run.cursor = Cursor::new(&policy, run.batch_size)?;
+        run.policy = policy;
+    }
+    Ok(None)
+}
+
+fn effective_batch_size(options: &PassOptions, policy: &Policy) -> i64 {
+    i64::from(
+        options
+            .batch_size
+            .or(policy.batch_size)
+            .unwrap_or_else(gucs::batch_size),
+    )
 }
 
 fn open_run(relid: pg_sys::Oid, options: &PassOptions) -> GcResult<TableRun> {
@@ -173,19 +243,17 @@ fn open_run(relid: pg_sys::Oid, options: &PassOptions) -> GcResult<TableRun> {
         .hint("Nothing to do; it will not be visited again.")
     })?;
     let history_id = history::start(relid, &info.display_name, options.trigger)?;
-    let batch_size = options
-        .batch_size
-        .or(policy.batch_size)
-        .unwrap_or_else(gucs::batch_size);
-    let cursor = Cursor::new(&policy, i64::from(batch_size))?;
+    let batch_size = effective_batch_size(options, &policy);
+    let cursor = Cursor::new(&policy, batch_size)?;
     Ok(TableRun {
         relid,
         table: info.display_name,
         history_id,
         cursor,
         policy,
-        batch_size: i64::from(batch_size),
+        batch_size,
         progress: Progress::default(),
+        started: Instant::now(),
     })
 }
 
@@ -193,16 +261,17 @@ fn close(
     tx: &mut impl Transactions,
     run: TableRun,
     status: RunStatus,
-    error: Option<String>,
+    error: Option<GcError>,
     summary: &mut PassSummary,
 ) {
+    let message = error.as_ref().map(GcError::to_string);
     let recorded = tx.run(|| {
         history::finish(
             run.history_id,
             run.relid,
             &run.progress,
             status,
-            error.as_deref(),
+            message.as_deref(),
         )
     });
     if let Err(e) = recorded {
@@ -211,7 +280,7 @@ fn close(
             run.table
         ));
     }
-    if let Some(message) = &error {
+    if let (RunStatus::Error, Some(message)) = (status, &message) {
         warn_about(&format!(
             "session_gc: purge of {} failed after {} rows: {message}",
             run.table,
@@ -219,10 +288,12 @@ fn close(
         ));
     }
     summary.tables.push(TableOutcome {
+        relid: run.relid,
         table: run.table,
         progress: run.progress,
         status,
         error,
+        duration: run.started.elapsed(),
     });
 }
 

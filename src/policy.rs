@@ -9,7 +9,8 @@
 
 use crate::error::{GcError, GcResult};
 use crate::identity;
-use pgrx::prelude::*;
+use crate::sql;
+use pgrx::datum::{Date, Timestamp, TimestampWithTimeZone};
 use pgrx::spi::quote_identifier;
 use pgrx::{pg_sys, PgSqlErrorCode};
 
@@ -179,27 +180,25 @@ impl Rule {
     pub fn cutoff(&self, time_zone: &str) -> GcResult<Cutoff> {
         let args = [self.cutoff_offset.as_str().into(), time_zone.into()];
         let cutoff = match self.column_kind {
-            ColumnKind::Timestamptz => Spi::get_one_with_args::<TimestampWithTimeZone>(
-                "SELECT now() - $1::interval",
-                &args,
-            )?
-            .map(Cutoff::Timestamptz),
-            ColumnKind::Timestamp => Spi::get_one_with_args::<Timestamp>(
-                "SELECT (now() - $1::interval) AT TIME ZONE $2",
-                &args,
-            )?
-            .map(Cutoff::Timestamp),
-            ColumnKind::Date => Spi::get_one_with_args::<Date>(
+            ColumnKind::Timestamptz => {
+                sql::one::<TimestampWithTimeZone>("SELECT now() - $1::interval", &args)?
+                    .map(Cutoff::Timestamptz)
+            }
+            ColumnKind::Timestamp => {
+                sql::one::<Timestamp>("SELECT (now() - $1::interval) AT TIME ZONE $2", &args)?
+                    .map(Cutoff::Timestamp)
+            }
+            ColumnKind::Date => sql::one::<Date>(
                 "SELECT ((now() - $1::interval) AT TIME ZONE $2)::date",
                 &args,
             )?
             .map(Cutoff::Date),
-            ColumnKind::EpochSeconds => Spi::get_one_with_args::<i64>(
+            ColumnKind::EpochSeconds => sql::one::<i64>(
                 "SELECT floor(extract(epoch FROM now() - $1::interval))::int8",
                 &args,
             )?
             .map(Cutoff::Epoch),
-            ColumnKind::EpochMillis => Spi::get_one_with_args::<i64>(
+            ColumnKind::EpochMillis => sql::one::<i64>(
                 "SELECT floor(extract(epoch FROM now() - $1::interval) * 1000)::int8",
                 &args,
             )?
@@ -281,6 +280,8 @@ pub struct Policy {
     pub time_zone: String,
     pub batch_size: Option<i32>,
     pub strategy: Strategy,
+    /// The committed policy row this was loaded from.
+    pub version: PolicyVersion,
 }
 
 /// The rules as given to `register()`, before they are checked.
@@ -312,20 +313,16 @@ pub struct TableInfo {
 }
 
 pub fn table_info(relid: pg_sys::Oid) -> GcResult<TableInfo> {
-    let found = Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT n.nspname::text, c.relname::text, c.oid::regclass::text, c.relowner,
-                    c.relkind::text, c.relpersistence::text
-               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.oid = $1",
-            None,
-            &[relid.into()],
-        )?;
-        let mut info = None;
-        for row in rows {
+    let found = sql::rows(
+        "SELECT n.nspname::text, c.relname::text, c.oid::pg_catalog.regclass::text, c.relowner,
+                c.relkind::text, c.relpersistence::text
+           FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.oid = $1",
+        &[relid.into()],
+        |row| {
             let schema: String = row.get(1)?.unwrap_or_default();
             let table: String = row.get(2)?.unwrap_or_default();
-            info = Some(TableInfo {
+            Ok(TableInfo {
                 relid,
                 quoted_table: format!("{}.{}", quote_identifier(&schema), quote_identifier(&table)),
                 display_name: row.get(3)?.unwrap_or_default(),
@@ -338,10 +335,11 @@ pub fn table_info(relid: pg_sys::Oid) -> GcResult<TableInfo> {
                     .get::<String>(6)?
                     .and_then(|k| k.chars().next())
                     .unwrap_or('?'),
-            });
-        }
-        Ok::<_, GcError>(info)
-    })?;
+            })
+        },
+    )?
+    .into_iter()
+    .next();
     found.ok_or_else(|| {
         GcError::new(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
@@ -394,7 +392,7 @@ pub fn check_table_kind(info: &TableInfo) -> GcResult<()> {
 
 /// The column's base type (domains resolved) and its display type; None when it does not exist.
 fn column_type(info: &TableInfo, column: &str) -> GcResult<Option<(pg_sys::Oid, String)>> {
-    let type_row = Spi::get_two_with_args::<pg_sys::Oid, String>(
+    let type_row = sql::two::<pg_sys::Oid, String>(
         "SELECT max(t.oid), max(pg_catalog.format_type(a.atttypid, a.atttypmod))
            FROM pg_catalog.pg_attribute a
            JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
@@ -460,6 +458,13 @@ fn resolve_column(
         pg_sys::DATEOID => Ok(ColumnKind::Date),
         pg_sys::INT4OID | pg_sys::INT8OID => match epoch_unit {
             Some("s") => Ok(ColumnKind::EpochSeconds),
+            Some("ms") if type_oid == pg_sys::INT4OID => Err(GcError::invalid_parameter(format!(
+                "column \"{column}\" is an integer (int4), too small for epoch milliseconds"
+            ))
+            .detail(
+                "An int4 holds at most 2147483647 milliseconds: 25 days after 1970-01-01, so every session would count as expired.",
+            )
+            .hint("Store epoch milliseconds in a bigint column, or seconds with epoch_unit => 's'.")),
             Some("ms") => Ok(ColumnKind::EpochMillis),
             _ => Err(GcError::invalid_parameter(format!(
                 "column \"{column}\" holds integers but no epoch_unit was given"
@@ -547,11 +552,24 @@ pub fn build_rules(info: &TableInfo, spec: &RuleSpec) -> GcResult<Vec<Rule>> {
         let Some(column) = column else { continue };
         let column_kind = resolve_column(info, kind, column, spec.epoch_unit.as_deref())?;
         let lifetime = lifetime.cloned().unwrap_or_else(|| "0".to_string());
-        let cutoff_offset = Spi::get_one_with_args::<String>(
-            "SELECT ($1::interval + $2::interval)::text",
-            &[lifetime.as_str().into(), spec.grace.as_str().into()],
-        )?
-        .unwrap_or_else(|| spec.grace.clone());
+        let (cutoff_offset, too_long) = sql::two::<String, bool>(
+            "SELECT ($1::interval + $2::interval)::text,
+                    $1::interval + $2::interval > $3::interval",
+            &[
+                lifetime.as_str().into(),
+                spec.grace.as_str().into(),
+                LONGEST_INTERVAL.into(),
+            ],
+        )?;
+        let cutoff_offset = cutoff_offset.unwrap_or_else(|| spec.grace.clone());
+        if too_long == Some(true) {
+            return Err(GcError::invalid_parameter(format!(
+                "the {} rule reaches back '{cutoff_offset}', more than {LONGEST_INTERVAL}",
+                kind.label()
+            ))
+            .detail("Its timeout (or maximum age) plus grace must stay within 100 years, so that cutoffs stay within the dates PostgreSQL can represent.")
+            .hint("Pass a realistic session lifetime, such as '30 days'."));
+        }
         rules.push(Rule {
             kind,
             column: column.clone(),
@@ -593,12 +611,64 @@ pub fn resolve(info: &TableInfo, spec: &RuleSpec) -> GcResult<Resolved> {
         .hint("Leave epoch_unit out for timestamp and date columns."));
     }
     let strategy = resolve_strategy(info, spec.strategy.as_deref(), &rules)?;
+    check_partitions_and_references(info)?;
     Ok(Resolved {
         rules,
         cap: cap.map(|(cap, _)| cap),
         strategy,
     })
 }
+
+/// Refuses tables whose rows a purge batch could never delete: a foreign-table partition (its
+/// rows have no ctid to delete by), or a foreign key referencing the table that is
+/// `DEFERRABLE INITIALLY DEFERRED` with NO ACTION (its check would fire inside the purge's
+/// security-restricted operation, which PostgreSQL forbids, failing every batch).
+fn check_partitions_and_references(info: &TableInfo) -> GcResult<()> {
+    let (foreign, deferred, referencing) = sql::three::<String, String, String>(
+        "SELECT (SELECT min(p.relid::pg_catalog.regclass::text)
+                   FROM pg_catalog.pg_partition_tree($1::oid::pg_catalog.regclass) p
+                   JOIN pg_catalog.pg_class c ON c.oid = p.relid
+                  WHERE c.relkind = 'f'),
+                f.conname::text, f.conrelid::pg_catalog.regclass::text
+           FROM (SELECT 1) one
+           LEFT JOIN LATERAL (
+               SELECT c.conname, c.conrelid FROM pg_catalog.pg_constraint c
+                WHERE c.contype = 'f' AND c.condeferred AND c.confdeltype = 'a'
+                  AND c.confrelid IN (SELECT p.relid FROM pg_catalog.pg_partition_tree($1::oid::pg_catalog.regclass) p)
+                ORDER BY c.oid LIMIT 1) f ON true",
+        &[info.relid.into()],
+    )?;
+    if let Some(partition) = foreign {
+        return Err(GcError::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "\"{}\" has a partition that is a foreign table: {partition}",
+                info.display_name
+            ),
+        )
+        .detail("session_gc deletes rows by their physical address, which rows of a foreign table do not have.")
+        .hint("Purge the foreign partition on its own server, or detach it before registering the table."));
+    }
+    if let (Some(constraint), Some(referencing)) = (deferred, referencing) {
+        return Err(GcError::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "foreign key \"{constraint}\" of {referencing} referencing \"{}\" is DEFERRABLE INITIALLY DEFERRED",
+                info.display_name
+            ),
+        )
+        .detail("Purges run as the table's owner in a security-restricted operation, where PostgreSQL cannot fire deferred constraint checks: every batch would fail.")
+        .hint(format!(
+            "ALTER TABLE {referencing} ALTER CONSTRAINT {} INITIALLY IMMEDIATE; (it stays DEFERRABLE for transactions that SET CONSTRAINTS), or give it ON DELETE CASCADE.",
+            quote_identifier(&constraint)
+        )));
+    }
+    Ok(())
+}
+
+/// The longest interval a rule takes: beyond it, cutoffs leave the range PostgreSQL's dates can
+/// hold (`'10000 years'` would make every later call fail), and no session lives that long.
+pub const LONGEST_INTERVAL: &str = "100 years";
 
 /// The per-user cap, if one was asked for, with the kind of its ranking column.
 fn build_cap(info: &TableInfo, spec: &RuleSpec) -> GcResult<Option<(UserCap, ColumnKind)>> {
@@ -666,7 +736,7 @@ fn build_cap(info: &TableInfo, spec: &RuleSpec) -> GcResult<Option<(UserCap, Col
         spec.epoch_unit.as_deref(),
     )?;
     // Keys of the user column travel as text; cast them back to its (schema-qualified) base type.
-    let user_type = Spi::get_one_with_args::<String>(
+    let user_type = sql::one::<String>(
         "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(t.typname)
            FROM pg_catalog.pg_attribute a
            JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
@@ -709,7 +779,7 @@ fn resolve_strategy(
             .detail("drop_partitions drops the partitions of a table range-partitioned on the column of an expiry rule, once their whole range has expired.")
             .hint("Use strategy => 'delete_rows', or partition the table with PARTITION BY RANGE on its expiry column.")
     };
-    let (strategy_code, key_count, key_column) = Spi::get_three_with_args::<String, i32, String>(
+    let (strategy_code, key_count, key_column) = sql::three::<String, i32, String>(
         "SELECT max(pt.partstrat::text), max(pt.partnatts::int4), max(a.attname::text)
            FROM pg_catalog.pg_partitioned_table pt
            LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
@@ -734,7 +804,7 @@ fn resolve_strategy(
             info.display_name
         )));
     };
-    let reference = Spi::get_two_with_args::<String, String>(
+    let reference = sql::two::<String, String>(
         "SELECT max(f.conname), max(f.referencing) FROM (
              SELECT c.conname::text AS conname, c.conrelid::regclass::text AS referencing
                FROM pg_catalog.pg_constraint c
@@ -786,27 +856,20 @@ impl Policy {
             time_zone: stored.time_zone,
             batch_size: stored.batch_size,
             strategy: resolved.strategy,
+            version: stored.version,
         }))
     }
 
     /// The tables with a policy, in a stable order; `only_enabled` skips disabled ones.
     pub fn registered_tables(only_enabled: bool) -> GcResult<Vec<pg_sys::Oid>> {
         identity::as_extension_owner(|| {
-            Spi::connect(|client| {
-                let rows = client.select(
-                    "SELECT table_name::oid FROM session_gc.policies
-                      WHERE enabled OR NOT $1 ORDER BY table_name::oid",
-                    None,
-                    &[only_enabled.into()],
-                )?;
-                let mut tables = Vec::new();
-                for row in rows {
-                    if let Some(oid) = row.get::<pg_sys::Oid>(1)? {
-                        tables.push(oid);
-                    }
-                }
-                Ok(tables)
-            })
+            let tables = sql::rows(
+                "SELECT table_name::oid FROM session_gc.policies
+                  WHERE enabled OR NOT $1 ORDER BY table_name::oid",
+                &[only_enabled.into()],
+                |row| Ok(row.get::<pg_sys::Oid>(1)?),
+            )?;
+            Ok(tables.into_iter().flatten().collect())
         })
     }
 }
@@ -815,22 +878,19 @@ struct StoredPolicy {
     spec: RuleSpec,
     time_zone: String,
     batch_size: Option<i32>,
+    version: PolicyVersion,
 }
 
 fn read_stored(relid: pg_sys::Oid) -> GcResult<Option<StoredPolicy>> {
-    Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT expires_column::text, idle_column::text, idle_timeout::text,
-                    created_column::text, max_age::text, active_column::text, grace::text,
-                    epoch_unit, time_zone, batch_size, user_column::text, max_per_user,
-                    activity_column::text, strategy
-               FROM session_gc.policies WHERE table_name = $1::oid::regclass",
-            None,
-            &[relid.into()],
-        )?;
-        let mut stored = None;
-        for row in rows {
-            stored = Some(StoredPolicy {
+    let stored = sql::rows(
+        "SELECT expires_column::text, idle_column::text, idle_timeout::text,
+                created_column::text, max_age::text, active_column::text, grace::text,
+                epoch_unit, time_zone, batch_size, user_column::text, max_per_user,
+                activity_column::text, strategy, xmin::text, enabled
+           FROM session_gc.policies WHERE table_name = $1::oid::regclass",
+        &[relid.into()],
+        |row| {
+            Ok(StoredPolicy {
                 spec: RuleSpec {
                     expires_column: row.get(1)?,
                     idle_column: row.get(2)?,
@@ -847,8 +907,39 @@ fn read_stored(relid: pg_sys::Oid) -> GcResult<Option<StoredPolicy>> {
                 },
                 time_zone: row.get::<String>(9)?.unwrap_or_else(|| "UTC".into()),
                 batch_size: row.get(10)?,
-            });
-        }
-        Ok(stored)
+                version: PolicyVersion {
+                    row_version: row.get::<String>(15)?.unwrap_or_default(),
+                    enabled: row.get::<bool>(16)?.unwrap_or(false),
+                },
+            })
+        },
+    )?;
+    Ok(stored.into_iter().next())
+}
+
+/// Which committed version of a policy row a run acts on: a change of the row (register(),
+/// a disable, unregister and register again) gives it a new `xmin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyVersion {
+    pub row_version: String,
+    pub enabled: bool,
+}
+
+/// The policy of `relid` as committed now, its row share-locked until the current transaction
+/// ends: a `register()`, `unregister()` or disable waits for the batch that read the policy,
+/// so once it returns no batch acts on the policy it replaced. None: no policy any more.
+pub fn lock_committed_version(relid: pg_sys::Oid) -> GcResult<Option<PolicyVersion>> {
+    identity::as_extension_owner(|| {
+        let locked = sql::rows_written(
+            "SELECT xmin::text, enabled FROM session_gc.policies
+              WHERE table_name = $1::oid::regclass FOR SHARE",
+            &[relid.into()],
+            |row| Ok((row.get::<String>(1)?, row.get::<bool>(2)?)),
+        )?;
+        let (row_version, enabled) = locked.into_iter().next().unwrap_or((None, None));
+        Ok(row_version.map(|row_version| PolicyVersion {
+            row_version,
+            enabled: enabled.unwrap_or(false),
+        }))
     })
 }

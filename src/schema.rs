@@ -3,7 +3,6 @@
 //! Also the check that those objects are of this library's version.
 
 use crate::error::{GcError, GcResult};
-use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 pgrx::extension_sql!(
@@ -101,37 +100,6 @@ CREATE TABLE session_gc.worker_state (
     passes              bigint      NOT NULL DEFAULT 0
 );
 
--- What the background worker is doing for this database, and when it comes next.
-CREATE FUNCTION session_gc.worker_status(
-    OUT database name, OUT worker_running boolean, OUT enabled boolean, OUT in_recovery boolean,
-    OUT launcher_pid integer, OUT worker_pid integer, OUT worker_activity text,
-    OUT "interval" interval, OUT last_pass_started timestamptz, OUT last_pass_finished timestamptz,
-    OUT last_pass_tables integer, OUT last_pass_deleted bigint, OUT last_pass_errors bigint,
-    OUT next_pass timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT current_database(),
-           launcher.pid IS NOT NULL,
-           current_setting('session_gc.enabled', true)::boolean,
-           pg_is_in_recovery(),
-           launcher.pid, worker.pid, worker.query,
-           coalesce(current_setting('session_gc.interval', true), '60s')::interval,
-           w.last_pass_started, w.last_pass_finished, w.last_pass_tables, w.last_pass_deleted,
-           w.last_pass_errors,
-           CASE WHEN launcher.pid IS NULL OR pg_is_in_recovery()
-                     OR NOT coalesce(current_setting('session_gc.enabled', true)::boolean, false) THEN NULL
-                WHEN worker.pid IS NOT NULL THEN now()
-                ELSE greatest(now(), coalesce(w.last_pass_started, now())
-                      + coalesce(current_setting('session_gc.interval', true), '60s')::interval)
-           END
-      FROM (SELECT 1) one
-      LEFT JOIN session_gc.worker_state w ON true
-      LEFT JOIN LATERAL (SELECT a.pid FROM pg_stat_activity a
-                          WHERE a.backend_type = 'session_gc launcher' LIMIT 1) launcher ON true
-      LEFT JOIN LATERAL (SELECT a.pid, a.query FROM pg_stat_activity a
-                          WHERE a.backend_type = 'session_gc worker' AND a.datname = current_database()
-                          LIMIT 1) worker ON true
-$$;
-
 -- A dropped table takes its policy with it.
 CREATE FUNCTION session_gc.forget_dropped_tables() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -153,7 +121,8 @@ CREATE EVENT TRIGGER session_gc_forget_dropped_tables ON sql_drop
 pgrx::extension_sql!(
     r#"
 -- Nothing is callable or readable by default; see the README's Security section for grants.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA session_gc FROM PUBLIC;
+-- ROUTINES: functions and procedures (ALL FUNCTIONS leaves purge() executable by everyone).
+REVOKE ALL ON ALL ROUTINES IN SCHEMA session_gc FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA session_gc FROM PUBLIC;
 -- Monitoring (postgres_exporter and the like) reads counts, never session rows.
 GRANT USAGE ON SCHEMA session_gc TO pg_monitor;
@@ -166,9 +135,10 @@ GRANT EXECUTE ON FUNCTION session_gc.worker_status() TO pg_monitor;
 
 /// The version of the extension's SQL objects in this database; None when not installed.
 pub fn installed_version() -> GcResult<Option<String>> {
-    Ok(Spi::get_one::<String>(
+    crate::sql::one::<String>(
         "SELECT max(extversion) FROM pg_catalog.pg_extension WHERE extname = 'session_gc'",
-    )?)
+        &[],
+    )
 }
 
 /// This library's version: the one its SQL objects must have.

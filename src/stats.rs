@@ -5,6 +5,7 @@ use crate::engine;
 use crate::error::GcResult;
 use crate::identity;
 use crate::policy::{Policy, LEAF_RELATIONS};
+use crate::sql;
 use pgrx::prelude::*;
 
 #[derive(Debug, Clone, Default)]
@@ -24,7 +25,7 @@ pub struct TableStats {
 pub fn collect(policy: &Policy, counting: engine::Counting) -> GcResult<TableStats> {
     let census = engine::census(policy, counting)?;
     let total_rows = identity::as_table_owner(policy.owner, || planner_row_estimate(policy))?;
-    let (table_bytes, dead_rows) = Spi::get_two_with_args::<i64, i64>(
+    let (table_bytes, dead_rows) = sql::two::<i64, i64>(
         &format!(
             "SELECT sum(pg_catalog.pg_total_relation_size(t.relid))::int8,
                     sum(pg_catalog.pg_stat_get_dead_tuples(t.relid))::int8
@@ -33,7 +34,7 @@ pub fn collect(policy: &Policy, counting: engine::Counting) -> GcResult<TableSta
         &[policy.relid.into()],
     )?;
     let (last_run, last_deleted, deleted_total) = identity::as_extension_owner(|| {
-        Spi::get_three_with_args::<TimestampWithTimeZone, i64, i64>(
+        sql::three::<TimestampWithTimeZone, i64, i64>(
             "SELECT max(last_run), max(last_deleted), max(deleted_total) FROM session_gc.totals
               WHERE table_name = $1::oid::regclass",
             &[policy.relid.into()],
@@ -79,24 +80,20 @@ pub fn metrics() -> GcResult<Vec<TableMetrics>> {
     let mut all = Vec::new();
     for relid in Policy::registered_tables(false)? {
         let counters = identity::as_extension_owner(|| {
-            Spi::connect(|client| {
-                let rows = client.select(
-                    &format!(
-                        "SELECT p.table_name::text, p.enabled, p.strategy, coalesce(t.runs, 0),
-                                coalesce(t.deleted_total, 0), coalesce(t.partitions_dropped_total, 0),
-                                coalesce(t.errors_total, 0),
-                                extract(epoch FROM now() - t.last_run)::float8, t.last_status,
-                                (SELECT sum(pg_catalog.pg_total_relation_size(x.relid))::int8
-                                   FROM {LEAF_RELATIONS} x)
-                           FROM session_gc.policies p LEFT JOIN session_gc.totals t USING (table_name)
-                          WHERE p.table_name = $1::oid::regclass"
-                    ),
-                    None,
-                    &[relid.into()],
-                )?;
-                let mut found = None;
-                for row in rows {
-                    found = Some(TableMetrics {
+            let found = sql::rows(
+                &format!(
+                    "SELECT p.table_name::text, p.enabled, p.strategy, coalesce(t.runs, 0),
+                            coalesce(t.deleted_total, 0), coalesce(t.partitions_dropped_total, 0),
+                            coalesce(t.errors_total, 0),
+                            extract(epoch FROM now() - t.last_run)::float8, t.last_status,
+                            (SELECT sum(pg_catalog.pg_total_relation_size(x.relid))::int8
+                               FROM {LEAF_RELATIONS} x)
+                       FROM session_gc.policies p LEFT JOIN session_gc.totals t USING (table_name)
+                      WHERE p.table_name = $1::oid::regclass"
+                ),
+                &[relid.into()],
+                |row| {
+                    Ok(TableMetrics {
                         table_name: row.get(1)?.unwrap_or_default(),
                         enabled: row.get(2)?.unwrap_or(false),
                         strategy: row.get(3)?.unwrap_or_default(),
@@ -108,10 +105,10 @@ pub fn metrics() -> GcResult<Vec<TableMetrics>> {
                         last_run_age_seconds: row.get(8)?,
                         last_status: row.get(9)?,
                         table_bytes: row.get(10)?,
-                    });
-                }
-                Ok::<_, crate::error::GcError>(found)
-            })
+                    })
+                },
+            )?;
+            Ok::<_, crate::error::GcError>(found.into_iter().next())
         })?;
         let Some(mut counters) = counters else {
             continue;

@@ -39,7 +39,9 @@ pub fn is_cancel(error: &GcError) -> bool {
 }
 
 /// Runs `work` in an internal subtransaction: on success its effects stay in the current
-/// transaction; on any error (returned or raised) they are rolled back and the error returned.
+/// transaction; on any error (returned or raised) they are rolled back and the error returned,
+/// except a cancel (`statement_timeout`, `pg_cancel_backend`, shutdown), which is raised again:
+/// nothing that catches a table's failure may swallow the caller's request to stop.
 pub fn in_subtransaction<R>(work: impl FnOnce() -> GcResult<R>) -> GcResult<R> {
     let (old_context, old_owner) =
         unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
@@ -60,7 +62,10 @@ pub fn in_subtransaction<R>(work: impl FnOnce() -> GcResult<R>) -> GcResult<R> {
         pg_sys::MemoryContextSwitchTo(old_context);
         pg_sys::CurrentResourceOwner = old_owner;
     }
-    outcome
+    match outcome {
+        Err(error) if is_cancel(&error) => error.raise(),
+        outcome => outcome,
+    }
 }
 
 /// Runs `work` as one top-level transaction of a background worker: committed on success,
@@ -92,16 +97,22 @@ const STATEMENT_TIMEOUT: u32 = 3;
 unsafe extern "C-unwind" {
     fn enable_timeout_after(id: u32, delay_ms: i32);
     fn disable_timeout(id: u32, keep_indicator: bool);
+    fn get_timeout_indicator(id: u32, reset_indicator: bool) -> bool;
 }
 
-/// Disarms the statement timer however the batch ends.
+/// Disarms the statement timer however the batch ends. A timer that fired after the batch's
+/// last check for interrupts leaves a cancel pending; it is withdrawn here, or it would cancel
+/// whatever the worker does next (its bookkeeping, the next batch).
 struct StatementTimer;
 
 impl Drop for StatementTimer {
     fn drop(&mut self) {
         unsafe {
             pg_sys::submodules::ffi::pg_guard_ffi_boundary(|| {
-                disable_timeout(STATEMENT_TIMEOUT, false)
+                disable_timeout(STATEMENT_TIMEOUT, false);
+                if get_timeout_indicator(STATEMENT_TIMEOUT, true) {
+                    pg_sys::QueryCancelPending = 0;
+                }
             })
         };
     }

@@ -236,15 +236,25 @@ unsafe fn scan_pg_database() -> Vec<(pg_sys::Oid, String)> {
 }
 
 /// A worker's batches: one committed transaction each, under the batch statement timeout.
-struct WorkerTransactions;
+/// `caller_pid`: the backend waiting for this worker (`cleanup()`); the pass stops when it is gone.
+pub struct WorkerTransactions {
+    pub caller_pid: Option<i32>,
+}
 
 impl Transactions for WorkerTransactions {
     fn run<R>(&mut self, work: impl FnOnce() -> GcResult<R>) -> GcResult<R> {
+        txn::in_worker_transaction(work)
+    }
+
+    fn run_batch<R>(&mut self, work: impl FnOnce() -> GcResult<R>) -> GcResult<R> {
         txn::in_worker_transaction(|| txn::with_statement_timeout(gucs::batch_timeout_ms(), work))
     }
 
     fn stop_requested(&mut self) -> bool {
         shutdown_requested()
+            || self
+                .caller_pid
+                .is_some_and(|pid| unsafe { pg_sys::BackendPidGetProc(pid).is_null() })
     }
 
     fn pause(&mut self) {
@@ -272,7 +282,7 @@ pub extern "C-unwind" fn session_gc_worker_main(_arg: pg_sys::Datum) {
     if !gucs::enabled() || unsafe { pg_sys::RecoveryInProgress() } {
         return;
     }
-    let mut tx = WorkerTransactions;
+    let mut tx = WorkerTransactions { caller_pid: None };
     match tx.run(crate::schema::installed_version) {
         Ok(Some(version)) if version == crate::schema::LIBRARY_VERSION => {}
         Ok(Some(version)) => {

@@ -755,7 +755,8 @@ fn history_records_runs_and_is_trimmed() {
     assert_eq!(row.get::<_, i64>(3), 7);
     assert_eq!(row.get::<_, i32>(4), 1);
     assert!(row.get::<_, bool>(5));
-    assert_eq!(row.get::<_, String>(6), "sessions");
+    // Schema-qualified whatever the caller's search_path (here the default, with public on it).
+    assert_eq!(row.get::<_, String>(6), "public.sessions");
     c.batch_execute(
         "INSERT INTO session_gc.history (relid, table_name, trigger, started_at, status)
          VALUES ('sessions'::regclass, 'sessions', 'manual', now() - interval '30 days', 'ok');

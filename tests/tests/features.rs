@@ -459,14 +459,42 @@ fn notify_after_runs_that_deleted_when_enabled() {
     drop(waiting);
     assert_eq!(received.len(), 2, "{received:?}");
     assert_eq!(received[1], "marker");
+    // Anyone who can connect may LISTEN: the payload names no table and no volume.
     let payload: serde_json::Value = serde_json::from_str(&received[0]).unwrap();
+    let keys: Vec<&String> = payload.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["database", "run_id"], "{payload}");
     assert_eq!(payload["database"], name.as_str());
-    assert_eq!(payload["table"], "sessions");
-    assert_eq!(payload["deleted"], 25);
-    assert_eq!(payload["partitions_dropped"], 0);
-    assert_eq!(payload["status"], "ok");
     let run_id: i64 = scalar(&mut c, "SELECT min(id) FROM session_gc.history");
     assert_eq!(payload["run_id"], run_id);
+    // The table's owner reads the run; another role sees nothing of it.
+    let row = c
+        .query_one(
+            "SELECT table_name::text, deleted, partitions_dropped, status FROM session_gc.run($1)",
+            &[&run_id],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i32>(2),
+            row.get::<_, String>(3)
+        ),
+        ("sessions".to_string(), 25, 0, "ok".to_string())
+    );
+    c.batch_execute(
+        "DROP ROLE IF EXISTS f_notify_other; CREATE ROLE f_notify_other;
+         GRANT USAGE ON SCHEMA session_gc TO f_notify_other;
+         GRANT EXECUTE ON FUNCTION session_gc.run(bigint) TO f_notify_other;
+         SET ROLE f_notify_other;",
+    )
+    .unwrap();
+    let seen: i64 = scalar(
+        &mut c,
+        &format!("SELECT count(*) FROM session_gc.run({run_id})"),
+    );
+    c.batch_execute("RESET ROLE").unwrap();
+    assert_eq!(seen, 0, "another role learns nothing of the run");
 }
 
 /// One query of the exporter file: its name, its SQL, and `(column, usage)` per metric.
@@ -787,7 +815,7 @@ fn purge_batches_compress_their_wal_and_leave_the_callers_settings_alone() {
          BEGIN;",
     )
     .unwrap();
-    assert_eq!(cleanup(&mut c, "").deleted, 1);
+    assert_eq!(cleanup(&mut c, "in_transaction => true").deleted, 1);
     let compression: String = scalar(&mut c, "SHOW wal_compression");
     c.batch_execute("COMMIT").unwrap();
     assert_eq!(compression, "off");

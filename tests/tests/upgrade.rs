@@ -10,7 +10,11 @@
 use postgres::Client;
 use session_gc_integration::{column, count, expect_error, scalar, shared_cluster};
 
-const PREVIOUS: &str = "0.1.0";
+/// The releases a database can be updated from, each with the totals columns it has.
+const PREVIOUS: [(&str, &str); 2] = [("0.1.0", ""), ("0.2.0", ", errors_total")];
+
+/// cleanup()'s signature in this release.
+const CLEANUP: &str = "session_gc.cleanup(regclass, boolean, integer, interval, boolean)";
 
 /// Every object of the extension, described with what matters to callers: signatures, result
 /// types, properties, privileges (in a stable order), columns, defaults, constraints, indexes,
@@ -65,39 +69,53 @@ const SESSIONS: &str = "
     INSERT INTO sessions (expires) SELECT now() + interval '1 hour' FROM generate_series(1, 20);";
 
 #[test]
-fn update_from_the_previous_release_equals_a_fresh_install_and_keeps_the_data() {
+fn update_from_0_1_0_equals_a_fresh_install_and_keeps_the_data() {
+    update_from(PREVIOUS[0]);
+}
+
+#[test]
+fn update_from_0_2_0_equals_a_fresh_install_and_keeps_the_data() {
+    update_from(PREVIOUS[1]);
+}
+
+fn update_from((previous, errors_column): (&str, &str)) {
+    let suffix = previous.replace('.', "_");
     let cluster = shared_cluster();
     let mut admin = cluster.connect("postgres");
     let available: i64 = scalar(
         &mut admin,
         &format!(
             "SELECT count(*) FROM pg_available_extension_versions
-              WHERE name = 'session_gc' AND version = '{PREVIOUS}'"
+              WHERE name = 'session_gc' AND version = '{previous}'"
         ),
     );
     assert_eq!(
         available, 1,
-        "sql/archive/session_gc--{PREVIOUS}.sql must be installed (the test command does it)"
+        "sql/archive/session_gc--{previous}.sql must be installed (the test command does it)"
     );
     admin
-        .batch_execute("DROP ROLE IF EXISTS u_app; CREATE ROLE u_app;")
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS u_app_{suffix}; CREATE ROLE u_app_{suffix};"
+        ))
         .unwrap();
+    let app = format!("u_app_{suffix}");
 
     // A database at the previous release, with a policy, history, totals and a grant.
-    let old = cluster.empty_db("u_old");
+    let old = cluster.empty_db(&format!("u_old_{suffix}"));
     let mut o = cluster.connect(&old);
     o.batch_execute(&format!(
-        "CREATE EXTENSION session_gc VERSION '{PREVIOUS}';
+        "CREATE EXTENSION session_gc VERSION '{previous}';
          {SESSIONS}
          INSERT INTO session_gc.policies (table_name, expires_column, time_zone, batch_size)
               VALUES ('sessions', 'expires', 'UTC', 1000);
          INSERT INTO session_gc.history (relid, table_name, trigger, status, deleted, expired, batches, finished_at)
               VALUES ('sessions'::regclass, 'sessions', 'worker', 'ok', 120, 120, 1, now()),
                      ('sessions'::regclass, 'sessions', 'manual', 'error', 0, 0, 0, now());
-         INSERT INTO session_gc.totals (table_name, runs, deleted_total, last_run, last_deleted, last_status)
-              VALUES ('sessions', 2, 120, now(), 0, 'error');
-         GRANT USAGE ON SCHEMA session_gc TO u_app;
-         GRANT EXECUTE ON FUNCTION session_gc.cleanup(regclass, boolean, integer, interval) TO u_app;"
+         INSERT INTO session_gc.totals (table_name, runs, deleted_total, last_run, last_deleted, last_status{errors_column})
+              VALUES ('sessions', 2, 120, now(), 0, 'error'{errors_value});
+         GRANT USAGE ON SCHEMA session_gc TO {app};
+         GRANT EXECUTE ON FUNCTION session_gc.cleanup(regclass, boolean, integer, interval) TO {app};",
+        errors_value = if errors_column.is_empty() { "" } else { ", 1" }
     ))
     .unwrap();
     // The current library refuses to work on the old objects, and says what to do.
@@ -135,12 +153,12 @@ fn update_from_the_previous_release_equals_a_fresh_install_and_keeps_the_data() 
     );
 
     // The same objects as a fresh install given the same grant.
-    let fresh = cluster.fresh_db("u_fresh");
+    let fresh = cluster.fresh_db(&format!("u_fresh_{suffix}"));
     let mut f = cluster.connect(&fresh);
-    f.batch_execute(
-        "GRANT USAGE ON SCHEMA session_gc TO u_app;
-         GRANT EXECUTE ON FUNCTION session_gc.cleanup(regclass, boolean, integer, interval) TO u_app;",
-    )
+    f.batch_execute(&format!(
+        "GRANT USAGE ON SCHEMA session_gc TO {app};
+         GRANT EXECUTE ON FUNCTION {CLEANUP} TO {app};"
+    ))
     .unwrap();
     let (upgraded, installed) = (describe(&mut o), describe(&mut f));
     let only_upgraded: Vec<&String> = upgraded.iter().filter(|l| !installed.contains(l)).collect();
@@ -195,9 +213,17 @@ fn update_from_the_previous_release_equals_a_fresh_install_and_keeps_the_data() 
     // And it works: the grant carried over, the purge deletes the expired rows only.
     let can_execute: bool = scalar(
         &mut o,
-        "SELECT has_function_privilege('u_app', 'session_gc.cleanup(regclass, boolean, integer, interval)', 'EXECUTE')",
+        &format!("SELECT has_function_privilege('{app}', '{CLEANUP}', 'EXECUTE')"),
     );
-    assert!(can_execute, "u_app keeps EXECUTE on cleanup()");
+    assert!(can_execute, "{app} keeps EXECUTE on cleanup()");
+    // And nothing is executable by PUBLIC, procedures included (0.2.0 left purge() open).
+    let public_routines: i64 = scalar(
+        &mut o,
+        "SELECT count(*) FROM pg_proc p
+          WHERE p.pronamespace = 'session_gc'::regnamespace
+            AND has_function_privilege('public', p.oid, 'EXECUTE')",
+    );
+    assert_eq!(public_routines, 0, "routines executable by PUBLIC");
     let deleted: i64 = scalar(&mut o, "SELECT deleted FROM session_gc.cleanup()");
     assert_eq!(deleted, 50);
     assert_eq!(count(&mut o, "sessions"), 20);

@@ -1,0 +1,255 @@
+//! The one door every SQL statement of session_gc goes through.
+//!
+//! A statement runs with the caller's `search_path` unless told otherwise, and PostgreSQL picks
+//! an operator, function or cast from any schema on the path that matches the argument types
+//! better than `pg_catalog`'s: a role that can create objects in `public` (or in a schema named
+//! like the caller) could make a superuser's statement run its code. So no statement is run
+//! here without a pinned context: `search_path = pg_catalog, pg_temp` (functions and operators
+//! are never looked up in `pg_temp`), fixed date, interval and time-zone-abbreviation formats.
+//! session_gc's own objects are always schema-qualified. The context is set up by the
+//! outermost call and undone (a GUC nest level) on every exit path, errors included;
+//! `identity` pins it again whenever it switches to another role, since code of that role
+//! (a trigger) may run and change settings at its own level.
+//!
+//! Nothing else in `src/` calls `Spi` (a test in the suite checks it).
+
+use crate::error::{GcError, GcResult};
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::SpiHeapTupleData;
+use pgrx::{FromDatum, IntoDatum};
+use std::cell::Cell;
+
+/// The settings every statement runs under, and why.
+const PINNED: [(&str, &str); 4] = [
+    // Only PostgreSQL's own functions, operators and casts; our objects are qualified.
+    ("search_path", "pg_catalog, pg_temp"),
+    // Keys and intervals travel as text between statements: one spelling for all callers.
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "postgres"),
+    // A zone abbreviation means the same for every caller and for the worker.
+    ("timezone_abbreviations", "Default"),
+];
+
+thread_local! {
+    /// How many pinned contexts are open in this backend.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// An open pinned context; dropping it restores the settings it changed.
+pub struct Pinned {
+    guc_nest_level: Option<i32>,
+}
+
+impl Pinned {
+    /// Opens a pinned context, always with a GUC nest level of its own: for identity switches,
+    /// where code of another role may have changed settings at an outer level.
+    pub fn enter() -> Self {
+        let guc_nest_level = unsafe { pg_sys::NewGUCNestLevel() };
+        DEPTH.with(|depth| depth.set(depth.get() + 1));
+        let guard = Pinned {
+            guc_nest_level: Some(guc_nest_level),
+        };
+        for (name, value) in PINNED {
+            if current_setting(name).as_deref() != Some(value) {
+                crate::txn::set_guc(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
+            }
+        }
+        guard
+    }
+
+    /// Opens a pinned context unless one is open already.
+    fn enter_if_needed() -> Self {
+        if DEPTH.with(Cell::get) > 0 {
+            Pinned {
+                guc_nest_level: None,
+            }
+        } else {
+            Self::enter()
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(level) = self.guc_nest_level {
+            DEPTH.with(|depth| depth.set(depth.get().saturating_sub(1)));
+            unsafe { pg_sys::AtEOXact_GUC(false, level) };
+        }
+    }
+}
+
+/// Runs `work` in a pinned context (a new one only if none is open).
+pub fn pinned<R>(work: impl FnOnce() -> R) -> R {
+    let _context = Pinned::enter_if_needed();
+    work()
+}
+
+/// A setting's current value, read without SQL.
+pub fn current_setting(name: &str) -> Option<String> {
+    let name = std::ffi::CString::new(name).ok()?;
+    unsafe {
+        let value = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        (!value.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(value)
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+}
+
+// Reading and writing are two doors: a statement that writes (or locks rows) makes the
+// transaction take a transaction ID, which a read must not do: on a standby it cannot, and
+// `stats()`, `metrics()` and dry runs must work there.
+
+/// Runs a statement that writes, for its effects.
+pub fn run(query: &str, args: &[DatumWithOid]) -> GcResult<()> {
+    pinned(|| Ok(Spi::run_with_args(query, args)?))
+}
+
+/// The first column of the first row of a statement that writes (INSERT ... RETURNING).
+pub fn write_one<T: FromDatum + IntoDatum>(
+    query: &str,
+    args: &[DatumWithOid],
+) -> GcResult<Option<T>> {
+    Ok(
+        rows_written(query, args, |row| row.get::<T>(1).map_err(GcError::from))?
+            .into_iter()
+            .next()
+            .flatten(),
+    )
+}
+
+/// The first column of the first row of a read (None: no row, or NULL).
+pub fn one<T: FromDatum + IntoDatum>(query: &str, args: &[DatumWithOid]) -> GcResult<Option<T>> {
+    Ok(rows(query, args, |row| Ok(row.get::<T>(1)?))?
+        .into_iter()
+        .next()
+        .flatten())
+}
+
+/// The first two columns of the first row of a read.
+pub fn two<A, B>(query: &str, args: &[DatumWithOid]) -> GcResult<(Option<A>, Option<B>)>
+where
+    A: FromDatum + IntoDatum,
+    B: FromDatum + IntoDatum,
+{
+    Ok(
+        rows(query, args, |row| Ok((row.get::<A>(1)?, row.get::<B>(2)?)))?
+            .into_iter()
+            .next()
+            .unwrap_or((None, None)),
+    )
+}
+
+/// The first three columns of the first row of a read.
+#[allow(clippy::type_complexity)]
+pub fn three<A, B, C>(
+    query: &str,
+    args: &[DatumWithOid],
+) -> GcResult<(Option<A>, Option<B>, Option<C>)>
+where
+    A: FromDatum + IntoDatum,
+    B: FromDatum + IntoDatum,
+    C: FromDatum + IntoDatum,
+{
+    Ok(rows(query, args, |row| {
+        Ok((row.get::<A>(1)?, row.get::<B>(2)?, row.get::<C>(3)?))
+    })?
+    .into_iter()
+    .next()
+    .unwrap_or((None, None, None)))
+}
+
+/// Maps every row of a read (read-only while the transaction has written nothing).
+pub fn rows<R>(
+    query: &str,
+    args: &[DatumWithOid],
+    mut each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
+) -> GcResult<Vec<R>> {
+    pinned(|| {
+        Spi::connect(|client| {
+            let table = client.select(query, None, args)?;
+            let mut mapped = Vec::with_capacity(table.len());
+            for row in table {
+                mapped.push(each(&row)?);
+            }
+            Ok(mapped)
+        })
+    })
+}
+
+/// Maps every row of a statement that writes (a DELETE ... RETURNING in a CTE).
+pub fn rows_written<R>(
+    query: &str,
+    args: &[DatumWithOid],
+    mut each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
+) -> GcResult<Vec<R>> {
+    pinned(|| {
+        Spi::connect_mut(|client| {
+            let table = client.update(query, None, args)?;
+            let mut mapped = Vec::with_capacity(table.len());
+            for row in table {
+                mapped.push(each(&row)?);
+            }
+            Ok(mapped)
+        })
+    })
+}
+
+/// The planner's row estimate for a read (its top plan node), without running it. EXPLAIN is
+/// not a read to SPI's read-only mode, and pgrx's writing mode takes a transaction ID, so it
+/// goes to SPI directly: read-write mode, which assigns none by itself.
+pub fn planned_rows(query: &str, args: &[DatumWithOid]) -> GcResult<f64> {
+    let text = std::ffi::CString::new(format!("EXPLAIN (FORMAT JSON) {query}"))
+        .map_err(|_| GcError::invalid_parameter("a statement contains a NUL byte"))?;
+    let mut types: Vec<pg_sys::Oid> = args.iter().map(DatumWithOid::oid).collect();
+    let mut values: Vec<pg_sys::Datum> = args
+        .iter()
+        .map(|arg| {
+            arg.datum()
+                .map(|d| d.sans_lifetime())
+                .unwrap_or(pg_sys::Datum::from(0usize))
+        })
+        .collect();
+    let nulls: Vec<std::ffi::c_char> = args
+        .iter()
+        .map(|arg| if arg.datum().is_some() { b' ' } else { b'n' } as std::ffi::c_char)
+        .collect();
+    let plan = pinned(|| {
+        Spi::connect(|_client| unsafe {
+            let status = pg_sys::SPI_execute_with_args(
+                text.as_ptr(),
+                i32::try_from(args.len()).unwrap_or(0),
+                types.as_mut_ptr(),
+                values.as_mut_ptr(),
+                nulls.as_ptr(),
+                false,
+                1,
+            );
+            let table = pg_sys::SPI_tuptable;
+            if status < 0 || table.is_null() || pg_sys::SPI_processed == 0 {
+                return Err(GcError::new(
+                    pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    format!("EXPLAIN failed (SPI status {status})"),
+                ));
+            }
+            let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
+            Ok(if value.is_null() {
+                String::new()
+            } else {
+                std::ffi::CStr::from_ptr(value)
+                    .to_string_lossy()
+                    .into_owned()
+            })
+        })
+    })?;
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap_or_default();
+    Ok(plan
+        .get(0)
+        .and_then(|entry| entry.get("Plan"))
+        .and_then(|node| node.get("Plan Rows"))
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(0.0))
+}
