@@ -926,7 +926,7 @@ impl crate::pass::Transactions for ProcedureTransactions {
             }
         }
         if self.commit_each_batch {
-            unsafe { pg_sys::SPI_commit() };
+            sql::commit();
         }
         outcome
     }
@@ -978,14 +978,7 @@ fn purge(
     let tables = targets(tbl).or_raise();
     let nonatomic = unsafe { called_nonatomic(fcinfo) };
     if nonatomic {
-        let connected = unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
-        if connected != pg_sys::SPI_OK_CONNECT as i32 {
-            GcError::new(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                "could not connect to SPI",
-            )
-            .raise();
-        }
+        sql::connect_nonatomic().or_raise();
     }
     let mut tx = ProcedureTransactions {
         commit_each_batch: nonatomic,
@@ -998,7 +991,7 @@ fn purge(
     };
     let summary = crate::pass::run(&mut tx, &options);
     if nonatomic {
-        unsafe { pg_sys::SPI_finish() };
+        sql::finish_nonatomic();
     }
     let summary = summary.or_raise();
     for table in &summary.tables {

@@ -600,16 +600,28 @@ fn cap_statement(policy: &Policy, cap: &UserCap, start: Option<&str>) -> String 
 /// heap rather than the rules' indexes.
 const HEAP_WALK_SHARE: f64 = 0.2;
 
-/// The walk along the heap, in block ranges sized to hold about one batch of expired rows.
+/// The walk along the heap, in ranges of tuple slots (a ctid range can start and end inside a
+/// block) sized to hold about one batch of expired rows. A block has as many slots as it can
+/// hold rows of this table at their smallest (its NOT NULL columns at their smallest, the rest
+/// NULL), so a range of `n` slots in each of `leaves` relations holds at most `n * leaves` rows:
+/// ranges are capped at `HEAP_BATCH_LIMIT` batches' worth, whatever the planner believes (an
+/// unanalyzed table) and however densely the rows lie.
 #[derive(Debug, Clone)]
 pub struct HeapWalk {
     range_delete: String,
     skip_delete: String,
-    start_block: i64,
-    blocks_per_batch: i64,
-    /// Blocks at the start of the run (the largest partition's); rows written later are new.
-    blocks: i64,
+    /// The next slot: block * slots_per_block + (offset - 1).
+    start_slot: i64,
+    slots_per_batch: i64,
+    /// The largest range that can never delete more than `HEAP_BATCH_LIMIT` batches of rows.
+    max_slots: i64,
+    slots_per_block: i64,
+    /// Slots at the start of the run (the largest partition's); rows written later are new.
+    slots: i64,
 }
+
+/// A heap-walk batch deletes at most this many times the batch size.
+pub const HEAP_BATCH_LIMIT: i64 = 4;
 
 impl HeapWalk {
     /// Some(walk) when the planner expects a large share of the table to be expired.
@@ -633,39 +645,62 @@ impl HeapWalk {
                 .collect();
             format!("({})", each.join(" OR "))
         };
-        let (expected_rows, table_rows, blocks) = identity::as_table_owner(policy.owner, || {
-            let args = cutoff_args(policy)?;
-            // The bare predicates (NULL is not true in a WHERE), so the planner sees each rule's
-            // selectivity from its column's statistics.
-            let expected = planned_rows(
-                &format!(
-                    "SELECT 1 FROM {} s WHERE {}",
-                    policy.quoted_table,
-                    predicates("s").join(" OR ")
-                ),
-                &args,
-            )?;
-            let total = planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
-            let blocks = sql::one::<i64>(
-                &format!(
-                    "SELECT coalesce(max(pg_catalog.pg_relation_size(t.relid)
-                                        / pg_catalog.current_setting('block_size')::int8), 0)::int8
+        let (expected_rows, table_rows, blocks, leaves, block_size, smallest_row) =
+            identity::as_table_owner(policy.owner, || {
+                let args = cutoff_args(policy)?;
+                // The bare predicates (NULL is not true in a WHERE), so the planner sees each rule's
+                // selectivity from its column's statistics.
+                let expected = planned_rows(
+                    &format!(
+                        "SELECT 1 FROM {} s WHERE {}",
+                        policy.quoted_table,
+                        predicates("s").join(" OR ")
+                    ),
+                    &args,
+                )?;
+                let total = planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
+                let (blocks, leaves, block_size) = sql::three::<i64, i64, i64>(
+                    &format!(
+                        "SELECT coalesce(max(pg_catalog.pg_relation_size(t.relid)
+                                        / pg_catalog.current_setting('block_size')::int8), 0)::int8,
+                            count(*)::int8, pg_catalog.current_setting('block_size')::int8
                        FROM {LEAF_RELATIONS} t"
-                ),
-                &[policy.relid.into()],
-            )?;
-            Ok::<_, GcError>((expected, total, blocks.unwrap_or(0)))
-        })?;
+                    ),
+                    &[policy.relid.into()],
+                )?;
+                // The smallest row: a 24-byte header and the NOT NULL columns at their smallest.
+                let smallest_row = sql::one::<i64>(
+                    "SELECT (24 + coalesce(sum(CASE WHEN t.typlen > 0 THEN t.typlen ELSE 1 END)
+                                           FILTER (WHERE a.attnotnull), 0))::int8
+                       FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+                    &[policy.relid.into()],
+                )?;
+                Ok::<_, GcError>((
+                    expected,
+                    total,
+                    blocks.unwrap_or(0),
+                    leaves.unwrap_or(1).max(1),
+                    block_size.unwrap_or(8192),
+                    smallest_row.unwrap_or(24),
+                ))
+            })?;
         // Reading every page once in physical order beats visiting the rows through an index
         // once a large share of the table is expired, as the planner's own choice of a
         // sequential scan would say for a single DELETE.
         if expected_rows < HEAP_WALK_SHARE * table_rows || expected_rows < 1.0 {
             return Ok(None);
         }
+        // Rows a page can hold at most: a 24-byte page header, then rows (aligned to 8 bytes) with
+        // a 4-byte line pointer each.
+        let aligned_row = (smallest_row + 7) / 8 * 8;
+        let slots_per_block = ((block_size - 24) / (aligned_row + 4)).max(1);
+        let max_slots = (HEAP_BATCH_LIMIT * batch_size / leaves).max(1);
         // Size the first range as if every row in it were expired, so that it holds at most about
         // one batch however the expired rows are spread; later ranges adapt to what was found.
-        let first =
-            ((batch_size as f64) * (blocks.max(1) as f64) / table_rows.max(1.0)).ceil() as i64;
+        let first = ((batch_size as f64) * ((blocks.max(1) * slots_per_block) as f64)
+            / table_rows.max(1.0))
+        .ceil() as i64;
         let n = policy.rules.len();
         let classify: Vec<String> = policy
             .rules
@@ -713,25 +748,33 @@ impl HeapWalk {
         Ok(Some(HeapWalk {
             range_delete,
             skip_delete,
-            start_block: 0,
-            blocks_per_batch: first.clamp(1, blocks.max(1)),
-            blocks,
+            start_slot: 0,
+            slots_per_batch: first.clamp(1, max_slots),
+            max_slots,
+            slots_per_block,
+            slots: blocks * slots_per_block,
         }))
     }
 
     fn is_done(&self) -> bool {
-        self.start_block >= self.blocks
+        self.start_slot >= self.slots
+    }
+
+    /// The ctid of a slot.
+    fn tid(&self, slot: i64) -> String {
+        format!(
+            "({},{})",
+            slot / self.slots_per_block,
+            slot % self.slots_per_block + 1
+        )
     }
 
     fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
         if self.is_done() {
             return Ok(None);
         }
-        let end_block = self.start_block.saturating_add(self.blocks_per_batch);
-        let (from, to) = (
-            format!("({},0)", self.start_block),
-            format!("({end_block},0)"),
-        );
+        let end_slot = self.start_slot.saturating_add(self.slots_per_batch);
+        let (from, to) = (self.tid(self.start_slot), self.tid(end_slot));
         let run = |statement: &str, lock_timeout_ms: i32| {
             identity::as_table_owner_waiting(policy.owner, lock_timeout_ms, || {
                 let mut args = cutoff_args(policy)?;
@@ -760,17 +803,17 @@ impl HeapWalk {
         // doubling, so that a batch overshoots its size by little where expired rows get denser.
         let deleted: i64 = batch.deleted_by_rule.iter().sum();
         let scaled = if deleted == 0 {
-            self.blocks_per_batch.saturating_mul(2)
+            self.slots_per_batch.saturating_mul(2)
         } else {
-            ((self.blocks_per_batch as f64) * (batch_size as f64) / (deleted as f64)).round() as i64
+            ((self.slots_per_batch as f64) * (batch_size as f64) / (deleted as f64)).round() as i64
         };
-        self.start_block = end_block;
-        self.blocks_per_batch = scaled
+        self.start_slot = end_slot;
+        self.slots_per_batch = scaled
             .clamp(
-                self.blocks_per_batch / 4,
-                self.blocks_per_batch.saturating_mul(2),
+                self.slots_per_batch / 4,
+                self.slots_per_batch.saturating_mul(2),
             )
-            .max(1);
+            .clamp(1, self.max_slots);
         Ok(Some(batch))
     }
 }

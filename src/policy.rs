@@ -634,7 +634,8 @@ fn check_partitions_and_references(info: &TableInfo) -> GcResult<()> {
            LEFT JOIN LATERAL (
                SELECT c.conname, c.conrelid FROM pg_catalog.pg_constraint c
                 WHERE c.contype = 'f' AND c.condeferred AND c.confdeltype = 'a'
-                  AND c.confrelid IN (SELECT p.relid FROM pg_catalog.pg_partition_tree($1::oid::pg_catalog.regclass) p)
+                  AND (c.confrelid = $1
+                       OR c.confrelid IN (SELECT p.relid FROM pg_catalog.pg_partition_tree($1::oid::pg_catalog.regclass) p))
                 ORDER BY c.oid LIMIT 1) f ON true",
         &[info.relid.into()],
     )?;

@@ -253,3 +253,26 @@ pub fn planned_rows(query: &str, args: &[DatumWithOid]) -> GcResult<f64> {
         .and_then(serde_json::Value::as_f64)
         .unwrap_or(0.0))
 }
+
+/// Opens the SPI connection of a procedure that commits (`CALL` outside a transaction block).
+pub fn connect_nonatomic() -> GcResult<()> {
+    let connected = unsafe { pg_sys::SPI_connect_ext(pg_sys::SPI_OPT_NONATOMIC as i32) };
+    if connected == pg_sys::SPI_OK_CONNECT as i32 {
+        Ok(())
+    } else {
+        Err(GcError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "could not connect to SPI",
+        ))
+    }
+}
+
+/// Commits the procedure's transaction and starts the next (after `connect_nonatomic`).
+pub fn commit() {
+    unsafe { pg_sys::SPI_commit() };
+}
+
+/// Closes the connection `connect_nonatomic` opened.
+pub fn finish_nonatomic() {
+    unsafe { pg_sys::SPI_finish() };
+}

@@ -109,6 +109,8 @@ impl Cluster {
             "synchronous_commit = off".into(),
             "full_page_writes = off".into(),
             "max_connections = 60".into(),
+            // cleanup() purges from a background worker: room for the tests running at once.
+            "max_worker_processes = 32".into(),
             "log_min_messages = warning".into(),
         ];
         lines.extend(conf.iter().map(|l| l.to_string()));

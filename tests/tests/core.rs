@@ -753,7 +753,8 @@ fn history_records_runs_and_is_trimmed() {
     assert_eq!(row.get::<_, String>(1), "ok");
     assert_eq!(row.get::<_, i64>(2), 7);
     assert_eq!(row.get::<_, i64>(3), 7);
-    assert_eq!(row.get::<_, i32>(4), 1);
+    // One block: walked in a range or two (the planner guesses the size of a table never analyzed).
+    assert!((1..=2).contains(&row.get::<_, i32>(4)));
     assert!(row.get::<_, bool>(5));
     // Schema-qualified whatever the caller's search_path (here the default, with public on it).
     assert_eq!(row.get::<_, String>(6), "public.sessions");
