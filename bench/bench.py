@@ -27,13 +27,15 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-METHODS = ["single_delete", "pg_cron", "batch_loop", "session_gc_worker", "session_gc_manual"]
+METHODS = ["single_delete", "pg_cron", "batch_loop", "session_gc_worker", "session_gc_manual",
+           "session_gc_cleanup"]
 LABELS = {
     "single_delete": "single DELETE",
     "pg_cron": "pg_cron running that DELETE",
     "batch_loop": "client batch loop (1,000 ids)",
     "session_gc_worker": "session_gc worker (defaults)",
     "session_gc_manual": "session_gc CALL purge()",
+    "session_gc_cleanup": "session_gc cleanup() in the app's transaction",
 }
 
 
@@ -388,11 +390,22 @@ def run_session_gc_manual(cluster, conn):
     return int(deleted), t0, time.time()
 
 
+def run_session_gc_cleanup(cluster, conn):
+    # As an application calls it: a SELECT inside its own transaction block. The purge runs in
+    # committed batches from a background worker all the same.
+    conn.execute("DELETE FROM session_gc.history")
+    t0 = time.time()
+    with conn.transaction():
+        deleted = scalar(conn, "SELECT coalesce(sum(deleted), 0) FROM session_gc.cleanup()")
+    return int(deleted), t0, time.time()
+
+
 RUNNERS = {m: globals()[f"run_{m}"] for m in METHODS}
 PURGERS = {
     "single_delete": "pid = {pid}", "batch_loop": "pid = {pid}", "session_gc_manual": "pid = {pid}",
     "pg_cron": "application_name = 'pg_cron' OR backend_type = 'pg_cron'",
     "session_gc_worker": "backend_type = 'session_gc worker'",
+    "session_gc_cleanup": "backend_type = 'session_gc cleanup'",
 }
 
 

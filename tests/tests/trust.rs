@@ -757,7 +757,7 @@ fn cleanup_commits_each_batch_and_stops_when_cancelled() {
     );
     let purging: i64 = count(
         &mut c,
-        "pg_stat_activity WHERE backend_type = 'session_gc cleanup'",
+        "pg_stat_activity WHERE backend_type = 'session_gc cleanup' AND datname = current_database()",
     );
     assert_eq!(purging, 1, "a cleanup worker runs");
     c.batch_execute(
@@ -769,7 +769,7 @@ fn cleanup_commits_each_batch_and_stops_when_cancelled() {
     wait_until("the worker stops", Duration::from_secs(5), || {
         count(
             &mut c,
-            "pg_stat_activity WHERE backend_type = 'session_gc cleanup'",
+            "pg_stat_activity WHERE backend_type = 'session_gc cleanup' AND datname = current_database()",
         ) == 0
     });
     let left = count(&mut c, "s");

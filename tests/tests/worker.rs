@@ -644,3 +644,44 @@ fn the_worker_drops_expired_partitions_caps_users_and_notifies() {
     assert_eq!((trigger.as_str(), dropped), ("worker", 1));
     assert!(!cluster.log().contains("ERROR"), "{}", cluster.log());
 }
+
+/// A batch timeout cancels batches, not the worker's bookkeeping: with
+/// `session_gc.batch_timeout = 1ms` every batch fails, and each failure is recorded in history
+/// and in the pass the worker reports (0.2.0 recorded nothing, its cancel leaking onward).
+#[test]
+fn a_batch_timeout_fails_the_batch_and_the_failure_is_recorded() {
+    let cluster = Cluster::start(
+        "w_batch_timeout",
+        &[
+            PRELOAD,
+            "session_gc.interval = '1h'",
+            "session_gc.batch_timeout = '1ms'",
+        ],
+    );
+    let db = cluster.fresh_db("w_batch_timeout");
+    let mut c = cluster.connect(&db);
+    sessions_table(&mut c, "sessions", 1_000, 10);
+    // Every batch takes far longer than 1 ms: each deleted row sleeps 1 ms.
+    c.batch_execute(
+        "CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_catalog.pg_sleep(0.001); RETURN OLD; END $$;
+         CREATE TRIGGER slow_delete BEFORE DELETE ON sessions FOR EACH ROW EXECUTE FUNCTION slow_delete();",
+    )
+    .unwrap();
+    let mut admin = cluster.connect("postgres");
+    reload(&mut admin, &[("session_gc.interval", "1s")]);
+    wait_until("a timed-out run is recorded", DEADLINE, || {
+        count(
+            &mut c,
+            "session_gc.history WHERE status = 'error' AND error LIKE '%statement timeout%'",
+        ) >= 1
+    });
+    wait_until("the pass reports its error", DEADLINE, || {
+        scalar::<Option<i64>>(
+            &mut c,
+            "SELECT last_pass_errors FROM session_gc.worker_status()",
+        )
+        .is_some_and(|errors| errors >= 1)
+    });
+    assert_eq!(count(&mut c, "sessions"), 1_010, "every batch was cancelled");
+}
