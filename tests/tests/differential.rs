@@ -9,7 +9,6 @@
 //! The seed is fixed (`SESSION_GC_FUZZ_SEED`, default 12); `SESSION_GC_FUZZ_ROUNDS` runs longer
 //! (default 10 rounds).
 
-use postgres::Client;
 use session_gc_integration::{count, scalar, shared_cluster};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
