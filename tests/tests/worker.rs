@@ -683,5 +683,9 @@ fn a_batch_timeout_fails_the_batch_and_the_failure_is_recorded() {
         )
         .is_some_and(|errors| errors >= 1)
     });
-    assert_eq!(count(&mut c, "sessions"), 1_010, "every batch was cancelled");
+    assert_eq!(
+        count(&mut c, "sessions"),
+        1_010,
+        "every batch was cancelled"
+    );
 }
