@@ -105,3 +105,25 @@ AS 'MODULE_PATHNAME', 'run_wrapper';
 -- ALL FUNCTIONS does not cover procedures: purge() was executable by PUBLIC.
 REVOKE ALL ON ALL ROUTINES IN SCHEMA session_gc FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION session_gc.worker_status() TO pg_monitor;
+
+-- A time_zone stored as an abbreviation ('EST') was read through each caller's
+-- timezone_abbreviations; 0.3.0 stores the fixed UTC offset it stands for (here, in the
+-- updating session's abbreviations) as a POSIX zone, which reads the same for everyone.
+UPDATE session_gc.policies p
+   SET time_zone = CASE WHEN z.seconds OPERATOR(pg_catalog.=) 0 THEN 'UTC'
+       ELSE pg_catalog.format('<%s%s%s>%s%s:%s:%s',
+                CASE WHEN z.seconds OPERATOR(pg_catalog.>) 0 THEN '+' ELSE '-' END,
+                pg_catalog.lpad((z.magnitude OPERATOR(pg_catalog./) 3600)::pg_catalog.text, 2, '0'),
+                CASE WHEN z.magnitude OPERATOR(pg_catalog.%) 3600 OPERATOR(pg_catalog.=) 0 THEN ''
+                     ELSE pg_catalog.lpad((z.magnitude OPERATOR(pg_catalog./) 60 OPERATOR(pg_catalog.%) 60)::pg_catalog.text, 2, '0') END,
+                CASE WHEN z.seconds OPERATOR(pg_catalog.>) 0 THEN '-' ELSE '+' END,
+                z.magnitude OPERATOR(pg_catalog./) 3600,
+                pg_catalog.lpad((z.magnitude OPERATOR(pg_catalog./) 60 OPERATOR(pg_catalog.%) 60)::pg_catalog.text, 2, '0'),
+                pg_catalog.lpad((z.magnitude OPERATOR(pg_catalog.%) 60)::pg_catalog.text, 2, '0'))
+       END
+  FROM (SELECT a.abbrev,
+               extract(epoch FROM a.utc_offset)::pg_catalog.int4 AS seconds,
+               pg_catalog.abs(extract(epoch FROM a.utc_offset)::pg_catalog.int4) AS magnitude
+          FROM pg_catalog.pg_timezone_abbrevs a) z
+ WHERE pg_catalog.lower(z.abbrev) OPERATOR(pg_catalog.=) pg_catalog.lower(p.time_zone)
+   AND p.time_zone OPERATOR(pg_catalog.!~) '^<';

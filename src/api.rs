@@ -73,7 +73,7 @@ fn register_policy(
     }
     let time_zone = match time_zone {
         Some(zone) => known_time_zone(&zone)?,
-        None => known_time_zone(&sql::current_setting("TimeZone").unwrap_or_else(|| "UTC".into()))?,
+        None => known_time_zone(&sql::shown_setting("TimeZone").unwrap_or_else(|| "UTC".into()))?,
     };
     let resolved = policy::resolve(&info, spec)?;
     for rule in &resolved.rules {
@@ -249,8 +249,15 @@ fn cleanup_v3(
         return TableIterator::new(rows);
     }
     require_writable("cleanup()").or_raise();
-    let in_transaction =
-        in_transaction.unwrap_or(false) || changed_in_this_transaction(&targets).or_raise();
+    // A caller that has written in its transaction may hold locks a worker would wait for
+    // (the worker cannot be seen by the deadlock detector): purge in its transaction then.
+    let has_written = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
+    let in_transaction = in_transaction.unwrap_or(false)
+        || has_written
+        || changed_in_this_transaction(&targets).or_raise();
+    if targets.is_empty() {
+        return TableIterator::new(Vec::new());
+    }
     let outcomes = if in_transaction {
         let mut tx = ProcedureTransactions {
             commit_each_batch: false,
@@ -260,10 +267,11 @@ fn cleanup_v3(
             tables: Some(targets.clone()),
             batch_size,
             deadline,
+            named: tbl.is_some(),
         };
         crate::pass::run(&mut tx, &options).or_raise().tables
     } else {
-        crate::background::purge(&targets, batch_size, deadline).or_raise()
+        crate::background::purge(&targets, batch_size, deadline, tbl.is_some()).or_raise()
     };
     let mut rows = Vec::with_capacity(targets.len());
     for relid in targets {
@@ -753,6 +761,7 @@ fn check_batch_size(size: i32) -> GcResult<()> {
 fn positive_interval(parameter: &str, value: Option<Interval>) -> GcResult<Option<String>> {
     let Some(value) = value else { return Ok(None) };
     let (text, positive) = interval_sign(value)?;
+    refuse_negative_fields(parameter, value, &text)?;
     if positive {
         Ok(Some(text))
     } else {
@@ -771,6 +780,7 @@ fn grace_interval(value: Option<Interval>) -> GcResult<String> {
         return Ok("0".into());
     };
     let (text, _) = interval_sign(value)?;
+    refuse_negative_fields("grace", value, &text)?;
     let negative = sql::one::<bool>(
         "SELECT $1::interval < interval '0'",
         &[text.as_str().into()],
@@ -783,6 +793,20 @@ fn grace_interval(value: Option<Interval>) -> GcResult<String> {
         .hint("Pass '0' for none, or a positive interval such as '5 minutes'."));
     }
     Ok(text)
+}
+
+/// Refuses an interval with a negative field ('1 month -29 days'): months, days and time are
+/// applied to now() one after the other, so such a cutoff can lie in the future (in February)
+/// and make every session expired.
+fn refuse_negative_fields(parameter: &str, value: Interval, text: &str) -> GcResult<()> {
+    if value.months() >= 0 && value.days() >= 0 && value.micros() >= 0 {
+        return Ok(());
+    }
+    Err(GcError::invalid_parameter(format!(
+        "{parameter} has a negative part: '{text}'"
+    ))
+    .detail("Months, days and time are counted back from now() one after the other; a negative part can put the cutoff in the future and expire every session.")
+    .hint("Write the interval with positive parts only, such as '1 day' or '36 hours'."))
 }
 
 fn interval_sign(value: Interval) -> GcResult<(String, bool)> {
@@ -818,15 +842,17 @@ fn max_runtime_deadline(max_runtime: Option<Interval>) -> GcResult<Option<Instan
 /// caller's, or the worker's, may say differently: it is stored as the fixed UTC offset it
 /// stands for here (a POSIX zone such as '<-05>+05'), which reads the same for everyone.
 fn known_time_zone(zone: &str) -> GcResult<String> {
-    let callers_abbreviations =
-        sql::current_setting("timezone_abbreviations").unwrap_or_else(|| "Default".into());
+    // Read as the caller reads it: its abbreviation file and zone (PostgreSQL 16 on also
+    // knows the abbreviations of the session's zone).
+    let callers: Vec<(&str, String)> = ["timezone_abbreviations", "TimeZone"]
+        .into_iter()
+        .filter_map(|name| Some((name, sql::current_setting(name)?)))
+        .collect();
     let (offset_seconds, name) = {
         let _context = sql::Pinned::enter();
-        txn::set_guc(
-            "timezone_abbreviations",
-            &callers_abbreviations,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-        );
+        for (setting, value) in &callers {
+            txn::set_guc(setting, value, pg_sys::GucAction::GUC_ACTION_SAVE);
+        }
         sql::two::<i64, String>(
             "SELECT (SELECT extract(epoch FROM a.utc_offset)::int8
                        FROM pg_catalog.pg_timezone_abbrevs a WHERE lower(a.abbrev) = lower($1)
@@ -839,12 +865,27 @@ fn known_time_zone(zone: &str) -> GcResult<String> {
     match (offset_seconds, name) {
         (Some(offset), _) => Ok(fixed_offset_zone(offset)),
         (None, Some(name)) => Ok(name),
+        // A POSIX zone ('<+05:30>-05:30', what SET TIME ZONE INTERVAL leaves) reads the same
+        // for everyone: kept as given when PostgreSQL takes it.
+        (None, None) if accepted_zone(zone) => Ok(zone.to_string()),
         (None, None) => Err(GcError::invalid_parameter(format!(
             "time zone \"{zone}\" not recognized"
         ))
         .detail("time_zone says how naive timestamp and date columns are read.")
         .hint("Use a name from pg_timezone_names, such as 'UTC' or 'Europe/Berlin'.")),
     }
+}
+
+/// Whether PostgreSQL reads `zone` as a time zone (a POSIX specification, say).
+fn accepted_zone(zone: &str) -> bool {
+    zone.starts_with('<')
+        && txn::in_subtransaction(|| {
+            sql::one::<bool>(
+                "SELECT (pg_catalog.now() AT TIME ZONE $1) IS NOT NULL",
+                &[zone.into()],
+            )
+        })
+        .is_ok_and(|ok| ok == Some(true))
 }
 
 /// A POSIX zone for a fixed offset east of UTC, in seconds: '<+0530>-05:30'. POSIX counts
@@ -988,6 +1029,7 @@ fn purge(
         tables: Some(tables),
         batch_size,
         deadline,
+        named: tbl.is_some(),
     };
     let summary = crate::pass::run(&mut tx, &options);
     if nonatomic {

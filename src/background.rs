@@ -47,6 +47,8 @@ struct Request {
     caller_pid: i32,
     /// The call's batch size (0: none).
     batch_size: i32,
+    /// Whether the caller named the table (1): purged even when its policy is disabled.
+    named: u32,
     /// The caller's values of `CARRIED_SETTINGS`, as `name=value` lines.
     settings: [u8; SETTINGS_BYTES],
     /// How long the worker may keep starting batches (µs); negative: no limit.
@@ -137,6 +139,7 @@ pub fn purge(
     tables: &[pg_sys::Oid],
     batch_size: Option<i32>,
     deadline: Option<Instant>,
+    named: bool,
 ) -> GcResult<Vec<TableOutcome>> {
     let size = Segment::size(tables.len());
     let (segment_ptr, handle) = unsafe {
@@ -155,6 +158,7 @@ pub fn purge(
         request.acting_role = pg_sys::GetUserId();
         request.caller_pid = pg_sys::MyProcPid;
         request.batch_size = batch_size.unwrap_or(0);
+        request.named = u32::from(named);
         let settings: String = CARRIED_SETTINGS
             .iter()
             .filter_map(|name| Some(format!("{name}={}\n", crate::sql::current_setting(name)?)))
@@ -315,6 +319,7 @@ fn run_requested_pass(
             deadline: (request.runtime_micros >= 0).then(|| {
                 Instant::now() + Duration::from_micros(request.runtime_micros.unsigned_abs())
             }),
+            named: request.named == 1,
         };
         let end = request
             .settings

@@ -10,16 +10,17 @@
 
 use crate::error::{GcError, GcResult};
 use crate::identity;
-use crate::policy::{
-    Cutoff, Policy, Rule, RuleKind, Strategy, UserCap, LEAF_RELATIONS, RULE_KINDS,
-};
+use crate::policy::{Cutoff, Policy, Rule, RuleKind, Strategy, UserCap, RULE_KINDS};
 use crate::sql;
 use crate::txn;
+use heap::HeapWalk;
 use pgrx::prelude::*;
 use pgrx::spi::quote_identifier;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use std::collections::VecDeque;
 use std::time::Instant;
+
+mod heap;
 
 /// What a run did so far.
 #[derive(Debug, Clone, Default)]
@@ -166,7 +167,6 @@ pub struct Cursor {
     current: Option<Walk>,
     /// Stages not started yet, the next one last.
     pending: Vec<Stage>,
-    batch_size: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +201,7 @@ impl Walk {
 }
 
 impl Cursor {
-    pub fn new(policy: &Policy, batch_size: i64) -> GcResult<Self> {
+    pub fn new(policy: &Policy) -> GcResult<Self> {
         let mut pending = Vec::new();
         if policy.cap.is_some() {
             pending.push(Stage::Cap);
@@ -215,7 +215,6 @@ impl Cursor {
         let mut cursor = Cursor {
             current: None,
             pending,
-            batch_size,
         };
         cursor.start_next_stage(policy)?;
         Ok(cursor)
@@ -225,7 +224,7 @@ impl Cursor {
         self.current = match self.pending.pop() {
             None => None,
             Some(Stage::Partitions) => Some(Walk::Partitions(PartitionWalk::new(policy)?)),
-            Some(Stage::Rows) => Some(match HeapWalk::plan(policy, self.batch_size)? {
+            Some(Stage::Rows) => Some(match HeapWalk::plan(policy)? {
                 Some(heap) => Walk::Heap(heap),
                 None => Walk::Index(IndexWalk::new(policy)),
             }),
@@ -364,7 +363,7 @@ impl PartitionWalk {
         let mut detached_now = 0;
         while let Some((partition, name, attempts)) = self.expired.pop_front() {
             tried += 1;
-            match detach_partition(policy, partition, &name) {
+            match detach_partition(policy, partition) {
                 Ok(Some(detached)) => {
                     self.detached.push_back(detached);
                     detached_now += 1;
@@ -399,12 +398,13 @@ const PARTITION_BATCH_TIME: std::time::Duration = std::time::Duration::from_mill
 fn detach_partition(
     policy: &Policy,
     partition: pg_sys::Oid,
-    name: &str,
 ) -> GcResult<Option<(pg_sys::Oid, String, String)>> {
     let wait = PARTITION_LOCK_WAIT_MS.min(crate::gucs::lock_timeout_ms());
     txn::in_subtransaction(|| {
         let detached = identity::as_table_owner_waiting(policy.owner, wait, || {
-            sql::run(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"), &[])?;
+            // Locked by OID, then named from the catalog under the lock: a partition renamed
+            // since the walk started is never mistaken for another.
+            lock_relation(partition);
             let (schema, table) = sql::two::<String, String>(
                 "SELECT max(n.nspname::text), max(c.relname::text)
                    FROM pg_catalog.pg_inherits i
@@ -418,8 +418,10 @@ fn detach_partition(
             };
             sql::run(
                 &format!(
-                    "ALTER TABLE {} DETACH PARTITION {name}",
-                    policy.quoted_table
+                    "ALTER TABLE {} DETACH PARTITION {}.{}",
+                    policy.quoted_table,
+                    quote_identifier(&schema),
+                    quote_identifier(&table)
                 ),
                 &[],
             )?;
@@ -447,6 +449,10 @@ fn detach_partition(
 /// schema and name, not attached anywhere again); forgets it either way.
 fn drop_detached(policy: &Policy, relid: pg_sys::Oid, schema: &str, name: &str) -> GcResult<bool> {
     txn::in_subtransaction(|| {
+        // Locked by OID before it is checked, so what is checked is what is dropped.
+        identity::as_table_owner_waiting(policy.owner, crate::gucs::lock_timeout_ms(), || {
+            lock_relation(relid)
+        });
         let still_ours = sql::one::<bool>(
             "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c
                               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -476,6 +482,11 @@ fn drop_detached(policy: &Policy, relid: pg_sys::Oid, schema: &str, name: &str) 
         })?;
         Ok(dropped)
     })
+}
+
+/// Takes ACCESS EXCLUSIVE on a relation by OID, waiting at most the current `lock_timeout`.
+fn lock_relation(relid: pg_sys::Oid) {
+    unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE) };
 }
 
 /// The per-user cap, walked over the users in key order: each batch takes the next users with
@@ -594,228 +605,6 @@ fn cap_statement(policy: &Policy, cap: &UserCap, start: Option<&str>) -> String 
                 (SELECT count(*) FROM beyond) >= $3,
                 (SELECT count(*) FROM beyond) >= $3 OR (SELECT count(*) FROM crowded) >= $3"
     )
-}
-
-/// The share of a table's rows (by the planner's estimates) expired from which a purge walks the
-/// heap rather than the rules' indexes.
-const HEAP_WALK_SHARE: f64 = 0.2;
-
-/// The walk along the heap, in ranges of tuple slots (a ctid range can start and end inside a
-/// block) sized to hold about one batch of expired rows. A block has as many slots as it can
-/// hold rows of this table at their smallest (its NOT NULL columns at their smallest, the rest
-/// NULL), so a range of `n` slots in each of `leaves` relations holds at most `n * leaves` rows:
-/// ranges are capped at `HEAP_BATCH_LIMIT` batches' worth, whatever the planner believes (an
-/// unanalyzed table) and however densely the rows lie.
-#[derive(Debug, Clone)]
-pub struct HeapWalk {
-    range_delete: String,
-    skip_delete: String,
-    /// The next slot: block * slots_per_block + (offset - 1).
-    start_slot: i64,
-    slots_per_batch: i64,
-    /// The largest range that can never delete more than `HEAP_BATCH_LIMIT` batches of rows.
-    max_slots: i64,
-    slots_per_block: i64,
-    /// Slots at the start of the run (the largest partition's); rows written later are new.
-    slots: i64,
-}
-
-/// A heap-walk batch deletes at most this many times the batch size.
-pub const HEAP_BATCH_LIMIT: i64 = 4;
-
-impl HeapWalk {
-    /// Some(walk) when the planner expects a large share of the table to be expired.
-    fn plan(policy: &Policy, batch_size: i64) -> GcResult<Option<Self>> {
-        if policy.rules.is_empty() {
-            return Ok(None);
-        }
-        // Each rule's predicate for a row aliased `alias`, cutoffs in `$1..$n`.
-        let predicates = |alias: &str| -> Vec<String> {
-            policy
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(position, rule)| rule.predicate(alias, position + 1))
-                .collect()
-        };
-        let any_expired = |alias: &str| {
-            let each: Vec<String> = predicates(alias)
-                .iter()
-                .map(|predicate| format!("coalesce({predicate}, false)"))
-                .collect();
-            format!("({})", each.join(" OR "))
-        };
-        let (expected_rows, table_rows, blocks, leaves, block_size, smallest_row) =
-            identity::as_table_owner(policy.owner, || {
-                let args = cutoff_args(policy)?;
-                // The bare predicates (NULL is not true in a WHERE), so the planner sees each rule's
-                // selectivity from its column's statistics.
-                let expected = planned_rows(
-                    &format!(
-                        "SELECT 1 FROM {} s WHERE {}",
-                        policy.quoted_table,
-                        predicates("s").join(" OR ")
-                    ),
-                    &args,
-                )?;
-                let total = planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
-                let (blocks, leaves, block_size) = sql::three::<i64, i64, i64>(
-                    &format!(
-                        "SELECT coalesce(max(pg_catalog.pg_relation_size(t.relid)
-                                        / pg_catalog.current_setting('block_size')::int8), 0)::int8,
-                            count(*)::int8, pg_catalog.current_setting('block_size')::int8
-                       FROM {LEAF_RELATIONS} t"
-                    ),
-                    &[policy.relid.into()],
-                )?;
-                // The smallest row: a 24-byte header and the NOT NULL columns at their smallest.
-                let smallest_row = sql::one::<i64>(
-                    "SELECT (24 + coalesce(sum(CASE WHEN t.typlen > 0 THEN t.typlen ELSE 1 END)
-                                           FILTER (WHERE a.attnotnull), 0))::int8
-                       FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-                      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
-                    &[policy.relid.into()],
-                )?;
-                Ok::<_, GcError>((
-                    expected,
-                    total,
-                    blocks.unwrap_or(0),
-                    leaves.unwrap_or(1).max(1),
-                    block_size.unwrap_or(8192),
-                    smallest_row.unwrap_or(24),
-                ))
-            })?;
-        // Reading every page once in physical order beats visiting the rows through an index
-        // once a large share of the table is expired, as the planner's own choice of a
-        // sequential scan would say for a single DELETE.
-        if expected_rows < HEAP_WALK_SHARE * table_rows || expected_rows < 1.0 {
-            return Ok(None);
-        }
-        // Rows a page can hold at most: a 24-byte page header, then rows (aligned to 8 bytes) with
-        // a 4-byte line pointer each.
-        let aligned_row = (smallest_row + 7) / 8 * 8;
-        let slots_per_block = ((block_size - 24) / (aligned_row + 4)).max(1);
-        let max_slots = (HEAP_BATCH_LIMIT * batch_size / leaves).max(1);
-        // Size the first range as if every row in it were expired, so that it holds at most about
-        // one batch however the expired rows are spread; later ranges adapt to what was found.
-        let first = ((batch_size as f64) * ((blocks.max(1) * slots_per_block) as f64)
-            / table_rows.max(1.0))
-        .ceil() as i64;
-        let n = policy.rules.len();
-        let classify: Vec<String> = policy
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(position, rule)| {
-                format!(
-                    "WHEN coalesce({}, false) THEN {}",
-                    rule.predicate("t", position + 1),
-                    rule.kind.index()
-                )
-            })
-            .collect();
-        let counts = "pg_catalog.concat_ws(',', count(*) FILTER (WHERE rule = 0), count(*) FILTER (WHERE rule = 1),
-                          count(*) FILTER (WHERE rule = 2), count(*) FILTER (WHERE rule = 3))";
-        let table = &policy.quoted_table;
-        let (from, to) = (n + 1, n + 2);
-        let in_range =
-            |alias: &str| format!("{alias}.ctid >= ${from}::tid AND {alias}.ctid < ${to}::tid");
-        // The DELETE's own WHERE re-checks the rules on each row, after any wait.
-        let range_delete = format!(
-            "WITH gone AS (
-                 DELETE FROM {table} t WHERE {range} AND {expired}
-                 RETURNING CASE {classify} END AS rule)
-             SELECT {counts} FROM gone",
-            range = in_range("t"),
-            expired = any_expired("t"),
-            classify = classify.join(" "),
-        );
-        // tableoid pairs with ctid: in a partitioned table a ctid alone is not unique.
-        let skip_delete = format!(
-            "WITH batch AS MATERIALIZED (
-                 SELECT s.tableoid AS rel, s.ctid AS tid FROM {table} s
-                  WHERE {range_s} AND {expired_s} FOR UPDATE OF s SKIP LOCKED),
-             gone AS (
-                 DELETE FROM {table} t USING batch b
-                  WHERE t.tableoid = b.rel AND t.ctid = b.tid AND {expired}
-                  RETURNING CASE {classify} END AS rule)
-             SELECT {counts} FROM gone",
-            range_s = in_range("s"),
-            expired_s = any_expired("s"),
-            expired = any_expired("t"),
-            classify = classify.join(" "),
-        );
-        Ok(Some(HeapWalk {
-            range_delete,
-            skip_delete,
-            start_slot: 0,
-            slots_per_batch: first.clamp(1, max_slots),
-            max_slots,
-            slots_per_block,
-            slots: blocks * slots_per_block,
-        }))
-    }
-
-    fn is_done(&self) -> bool {
-        self.start_slot >= self.slots
-    }
-
-    /// The ctid of a slot.
-    fn tid(&self, slot: i64) -> String {
-        format!(
-            "({},{})",
-            slot / self.slots_per_block,
-            slot % self.slots_per_block + 1
-        )
-    }
-
-    fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
-        if self.is_done() {
-            return Ok(None);
-        }
-        let end_slot = self.start_slot.saturating_add(self.slots_per_batch);
-        let (from, to) = (self.tid(self.start_slot), self.tid(end_slot));
-        let run = |statement: &str, lock_timeout_ms: i32| {
-            identity::as_table_owner_waiting(policy.owner, lock_timeout_ms, || {
-                let mut args = cutoff_args(policy)?;
-                args.push(from.as_str().into());
-                args.push(to.as_str().into());
-                let counts = sql::write_one::<String>(statement, &args)?.unwrap_or_default();
-                let mut deleted_by_rule = [0i64; RULE_KINDS];
-                for (slot, count) in deleted_by_rule.iter_mut().zip(counts.split(',')) {
-                    *slot = count.trim().parse().unwrap_or(0);
-                }
-                Ok::<_, GcError>(Batch {
-                    deleted_by_rule,
-                    partitions_dropped: 0,
-                })
-            })
-        };
-        let wait = ROW_LOCK_WAIT_MS.min(crate::gucs::lock_timeout_ms());
-        let batch = match txn::in_subtransaction(|| run(&self.range_delete, wait)) {
-            Ok(batch) => batch,
-            Err(error) if is_contention(&error) => {
-                retrying_moved_rows(|| run(&self.skip_delete, crate::gucs::lock_timeout_ms()))?
-            }
-            Err(error) => return Err(error),
-        };
-        // Aim the next range at one batch of rows: scale by what this one found, at most
-        // doubling, so that a batch overshoots its size by little where expired rows get denser.
-        let deleted: i64 = batch.deleted_by_rule.iter().sum();
-        let scaled = if deleted == 0 {
-            self.slots_per_batch.saturating_mul(2)
-        } else {
-            ((self.slots_per_batch as f64) * (batch_size as f64) / (deleted as f64)).round() as i64
-        };
-        self.start_slot = end_slot;
-        self.slots_per_batch = scaled
-            .clamp(
-                self.slots_per_batch / 4,
-                self.slots_per_batch.saturating_mul(2),
-            )
-            .clamp(1, self.max_slots);
-        Ok(Some(batch))
-    }
 }
 
 /// Whether a fast-path batch met the application: a row lock held past the short wait, or (in a

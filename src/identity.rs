@@ -62,13 +62,29 @@ pub fn as_table_owner_waiting<R>(
     lock_timeout_ms: i32,
     work: impl FnOnce() -> R,
 ) -> R {
+    as_table_owner_with(owner, lock_timeout_ms, &[], work)
+}
+
+/// Like `as_table_owner_waiting`, with more settings for the work (planner settings).
+/// `session_replication_role` is always `origin`: a role or database default of `replica`
+/// would make the purge skip the foreign keys' ON DELETE actions.
+pub fn as_table_owner_with<R>(
+    owner: pg_sys::Oid,
+    lock_timeout_ms: i32,
+    extra: &[(&str, &str)],
+    work: impl FnOnce() -> R,
+) -> R {
     let callers = unsafe { pg_sys::LockTimeout };
     let wait = if callers > 0 {
         lock_timeout_ms.min(callers)
     } else {
         lock_timeout_ms
     };
-    let settings = [("lock_timeout", format!("{wait}ms"))];
+    let mut settings = vec![
+        ("lock_timeout", format!("{wait}ms")),
+        ("session_replication_role", "origin".to_string()),
+    ];
+    settings.extend(extra.iter().map(|(name, value)| (*name, value.to_string())));
     let _guard = IdentityGuard::enter(owner, true, &settings);
     work()
 }

@@ -47,6 +47,8 @@ pub struct PassOptions {
     pub tables: Option<Vec<pg_sys::Oid>>,
     pub batch_size: Option<i32>,
     pub deadline: Option<Instant>,
+    /// The caller named the table: its policy is purged even when disabled.
+    pub named: bool,
 }
 
 /// What a pass did, per table.
@@ -195,12 +197,13 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
     Ok(summary)
 }
 
-/// Makes the coming batch act on the policy as committed now (and keeps it so until the batch
-/// ends: `policy::lock_committed_version`). A policy replaced since the last batch is loaded
-/// again and its walk starts over; one removed, or disabled after the run started, ends the
-/// run. Some(reason) when the run must end.
+/// Makes the coming batch act on the policy and table as committed now (and keeps them so until
+/// the batch ends: `policy::lock_committed_version`). A policy replaced, or a table renamed,
+/// retyped or given away, since the last batch is loaded again and its walk starts over; a
+/// policy removed, or disabled after the run started, ends the run. Some(reason) when the run
+/// must end.
 fn follow_policy(run: &mut TableRun, options: &PassOptions) -> GcResult<Option<&'static str>> {
-    let Some(committed) = policy::lock_committed_version(run.relid)? else {
+    let Some(committed) = policy::lock_committed_version(run.relid, run.policy.owner)? else {
         return Ok(Some(
             "the policy was removed during the run; nothing more was deleted",
         ));
@@ -217,7 +220,7 @@ fn follow_policy(run: &mut TableRun, options: &PassOptions) -> GcResult<Option<&
             ));
         };
         run.batch_size = effective_batch_size(options, &policy);
-        run.cursor = Cursor::new(&policy, run.batch_size)?;
+        run.cursor = Cursor::new(&policy)?;
         run.policy = policy;
     }
     Ok(None)
@@ -242,9 +245,18 @@ fn open_run(relid: pg_sys::Oid, options: &PassOptions) -> GcResult<TableRun> {
         .detail("The policy was removed after the pass started.")
         .hint("Nothing to do; it will not be visited again.")
     })?;
+    if !policy.version.enabled && !options.named {
+        // Disabled since the tables were listed.
+        return Err(GcError::new(
+            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("the policy of {} was disabled", info.display_name),
+        )
+        .detail("The policy was disabled after the pass listed its tables.")
+        .hint("Nothing was deleted; name the table to purge it anyway."));
+    }
     let history_id = history::start(relid, &info.display_name, options.trigger)?;
     let batch_size = effective_batch_size(options, &policy);
-    let cursor = Cursor::new(&policy, batch_size)?;
+    let cursor = Cursor::new(&policy)?;
     Ok(TableRun {
         relid,
         table: info.display_name,

@@ -887,7 +887,8 @@ fn read_stored(relid: pg_sys::Oid) -> GcResult<Option<StoredPolicy>> {
         "SELECT expires_column::text, idle_column::text, idle_timeout::text,
                 created_column::text, max_age::text, active_column::text, grace::text,
                 epoch_unit, time_zone, batch_size, user_column::text, max_per_user,
-                activity_column::text, strategy, xmin::text, enabled
+                activity_column::text, strategy, xmin::text, enabled,
+                (SELECT c.xmin::text FROM pg_catalog.pg_class c WHERE c.oid = table_name::oid)
            FROM session_gc.policies WHERE table_name = $1::oid::regclass",
         &[relid.into()],
         |row| {
@@ -911,6 +912,7 @@ fn read_stored(relid: pg_sys::Oid) -> GcResult<Option<StoredPolicy>> {
                 version: PolicyVersion {
                     row_version: row.get::<String>(15)?.unwrap_or_default(),
                     enabled: row.get::<bool>(16)?.unwrap_or(false),
+                    table_version: row.get::<String>(17)?,
                 },
             })
         },
@@ -918,29 +920,50 @@ fn read_stored(relid: pg_sys::Oid) -> GcResult<Option<StoredPolicy>> {
     Ok(stored.into_iter().next())
 }
 
-/// Which committed version of a policy row a run acts on: a change of the row (register(),
-/// a disable, unregister and register again) gives it a new `xmin`.
+/// Which committed version of a policy and of its table a run acts on: a change of the policy
+/// row (register(), a disable, unregister and register again) gives it a new `xmin`, and so
+/// does a change of the table's catalog row (a rename, a new owner, a column retyped).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyVersion {
     pub row_version: String,
     pub enabled: bool,
+    pub table_version: Option<String>,
 }
 
-/// The policy of `relid` as committed now, its row share-locked until the current transaction
-/// ends: a `register()`, `unregister()` or disable waits for the batch that read the policy,
-/// so once it returns no batch acts on the policy it replaced. None: no policy any more.
-pub fn lock_committed_version(relid: pg_sys::Oid) -> GcResult<Option<PolicyVersion>> {
+/// The policy of `relid` and its table as committed now, both held until the current
+/// transaction ends: the policy row share-locked, so a `register()`, `unregister()` or disable
+/// waits for the batch that read it and once it returns no batch acts on the policy it
+/// replaced; the table locked as the batch's DELETE would lock it (by OID, waiting at most
+/// `session_gc.lock_timeout`), so it cannot be renamed, swapped or given to another owner
+/// between this look and the batch. None: no policy any more.
+pub fn lock_committed_version(
+    relid: pg_sys::Oid,
+    owner: pg_sys::Oid,
+) -> GcResult<Option<PolicyVersion>> {
+    identity::as_table_owner(owner, || unsafe {
+        pg_sys::LockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE)
+    });
     identity::as_extension_owner(|| {
         let locked = sql::rows_written(
-            "SELECT xmin::text, enabled FROM session_gc.policies
-              WHERE table_name = $1::oid::regclass FOR SHARE",
+            "SELECT p.xmin::text, p.enabled, c.xmin::text
+               FROM session_gc.policies p
+               LEFT JOIN pg_catalog.pg_class c ON c.oid = p.table_name::oid
+              WHERE p.table_name = $1::oid::regclass FOR SHARE OF p",
             &[relid.into()],
-            |row| Ok((row.get::<String>(1)?, row.get::<bool>(2)?)),
+            |row| {
+                Ok((
+                    row.get::<String>(1)?,
+                    row.get::<bool>(2)?,
+                    row.get::<String>(3)?,
+                ))
+            },
         )?;
-        let (row_version, enabled) = locked.into_iter().next().unwrap_or((None, None));
+        let (row_version, enabled, table_version) =
+            locked.into_iter().next().unwrap_or((None, None, None));
         Ok(row_version.map(|row_version| PolicyVersion {
             row_version,
             enabled: enabled.unwrap_or(false),
+            table_version,
         }))
     })
 }

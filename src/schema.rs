@@ -145,8 +145,18 @@ pub fn installed_version() -> GcResult<Option<String>> {
 pub const LIBRARY_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Refuses with 55000 when the database still has the SQL objects of another version: after a
-/// package upgrade, until `ALTER EXTENSION session_gc UPDATE` has run.
+/// package upgrade, until `ALTER EXTENSION session_gc UPDATE` has run. Also refuses (42501) a
+/// call from inside a security-restricted operation, such as a trigger a purge fires on a
+/// sessions table: code of the table's owner must not call back into session_gc mid-purge.
 pub fn require_current() -> GcResult<()> {
+    if unsafe { pgrx::pg_sys::InSecurityRestrictedOperation() } {
+        return Err(GcError::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "session_gc functions cannot be called inside a security-restricted operation",
+        )
+        .detail("A purge runs triggers and row-security policies of a sessions table as its owner, restricted; they may not call session_gc.")
+        .hint("Do not call session_gc from triggers, policies or index expressions of a registered table."));
+    }
     match installed_version()? {
         Some(version) if version != LIBRARY_VERSION => Err(update_needed(&version)),
         _ => Ok(()),

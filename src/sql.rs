@@ -22,7 +22,7 @@ use pgrx::{FromDatum, IntoDatum};
 use std::cell::Cell;
 
 /// The settings every statement runs under, and why.
-const PINNED: [(&str, &str); 4] = [
+const PINNED: [(&str, &str); 5] = [
     // Only PostgreSQL's own functions, operators and casts; our objects are qualified.
     ("search_path", "pg_catalog, pg_temp"),
     // Keys and intervals travel as text between statements: one spelling for all callers.
@@ -30,6 +30,8 @@ const PINNED: [(&str, &str); 4] = [
     ("IntervalStyle", "postgres"),
     // A zone abbreviation means the same for every caller and for the worker.
     ("timezone_abbreviations", "Default"),
+    // `now() - interval '1 day'` is 24 hours for every caller, not a calendar day in its zone.
+    ("TimeZone", "UTC"),
 ];
 
 thread_local! {
@@ -59,9 +61,10 @@ impl Pinned {
         guard
     }
 
-    /// Opens a pinned context unless one is open already.
+    /// Opens a pinned context unless one is open and still holds every pinned value (code of
+    /// another role, a trigger say, may have changed a setting since at the open level).
     fn enter_if_needed() -> Self {
-        if DEPTH.with(Cell::get) > 0 {
+        if DEPTH.with(Cell::get) > 0 && still_pinned() {
             Pinned {
                 guc_nest_level: None,
             }
@@ -78,6 +81,12 @@ impl Drop for Pinned {
             unsafe { pg_sys::AtEOXact_GUC(false, level) };
         }
     }
+}
+
+fn still_pinned() -> bool {
+    PINNED
+        .iter()
+        .all(|(name, value)| current_setting(name).as_deref() == Some(*value))
 }
 
 /// Runs `work` in a pinned context (a new one only if none is open).
@@ -275,4 +284,18 @@ pub fn commit() {
 /// Closes the connection `connect_nonatomic` opened.
 pub fn finish_nonatomic() {
     unsafe { pg_sys::SPI_finish() };
+}
+
+/// A setting as SHOW displays it (through its show hook): `TimeZone` set from an interval
+/// shows as the POSIX zone it became, where its stored value is the interval's text.
+pub fn shown_setting(name: &str) -> Option<String> {
+    let name = std::ffi::CString::new(name).ok()?;
+    unsafe {
+        let value = pg_sys::GetConfigOptionByName(name.as_ptr(), std::ptr::null_mut(), true);
+        (!value.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(value)
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
 }

@@ -320,6 +320,7 @@ pub extern "C-unwind" fn session_gc_worker_main(_arg: pg_sys::Datum) {
         tables: None,
         batch_size: None,
         deadline: Some(started + gucs::max_runtime()),
+        named: false,
     };
     match pass::run(&mut tx, &options) {
         Ok(summary) => {

@@ -108,6 +108,9 @@ fn update_from((previous, errors_column): (&str, &str)) {
          {SESSIONS}
          INSERT INTO session_gc.policies (table_name, expires_column, time_zone, batch_size)
               VALUES ('sessions', 'expires', 'UTC', 1000);
+         CREATE TABLE eastern (id bigserial PRIMARY KEY, expires timestamp NOT NULL);
+         INSERT INTO session_gc.policies (table_name, expires_column, time_zone)
+              VALUES ('eastern', 'expires', 'EST');
          INSERT INTO session_gc.history (relid, table_name, trigger, status, deleted, expired, batches, finished_at)
               VALUES ('sessions'::regclass, 'sessions', 'worker', 'ok', 120, 120, 1, now()),
                      ('sessions'::regclass, 'sessions', 'manual', 'error', 0, 0, 0, now());
@@ -186,7 +189,8 @@ fn update_from((previous, errors_column): (&str, &str)) {
     // The data survived, and the new counters start from what history knows.
     let policy = o
         .query_one(
-            "SELECT expires_column::text, batch_size, strategy, user_column IS NULL FROM session_gc.policies",
+            "SELECT expires_column::text, batch_size, strategy, user_column IS NULL
+               FROM session_gc.policies WHERE table_name = 'sessions'::regclass",
             &[],
         )
         .unwrap();
@@ -194,6 +198,12 @@ fn update_from((previous, errors_column): (&str, &str)) {
     assert_eq!(policy.get::<_, Option<i32>>(1), Some(1000));
     assert_eq!(policy.get::<_, String>(2), "delete_rows");
     assert!(policy.get::<_, bool>(3));
+    // A zone abbreviation became the fixed offset it stood for.
+    let zone: String = scalar(
+        &mut o,
+        "SELECT time_zone FROM session_gc.policies WHERE table_name = 'eastern'::regclass",
+    );
+    assert_eq!(zone, "<-05>+5:00:00");
     assert_eq!(count(&mut o, "session_gc.history"), 2);
     let totals = o
         .query_one(
@@ -224,8 +234,12 @@ fn update_from((previous, errors_column): (&str, &str)) {
             AND has_function_privilege('public', p.oid, 'EXECUTE')",
     );
     assert_eq!(public_routines, 0, "routines executable by PUBLIC");
-    let deleted: i64 = scalar(&mut o, "SELECT deleted FROM session_gc.cleanup()");
+    let deleted: i64 = scalar(
+        &mut o,
+        "SELECT deleted FROM session_gc.cleanup() WHERE table_name = 'sessions'::regclass",
+    );
     assert_eq!(deleted, 50);
     assert_eq!(count(&mut o, "sessions"), 20);
-    assert_eq!(count(&mut o, "session_gc.history"), 3);
+    // The two runs of this cleanup() (one per policy) beside the two written before.
+    assert_eq!(count(&mut o, "session_gc.history"), 4);
 }
