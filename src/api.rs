@@ -249,11 +249,8 @@ fn cleanup_v3(
         return TableIterator::new(rows);
     }
     require_writable("cleanup()").or_raise();
-    // A caller that has written in its transaction may hold locks a worker would wait for
-    // (the worker cannot be seen by the deadlock detector): purge in its transaction then.
-    let has_written = unsafe { pg_sys::GetTopTransactionIdIfAny() } != pg_sys::InvalidTransactionId;
     let in_transaction = in_transaction.unwrap_or(false)
-        || has_written
+        || holds_locks_a_worker_needs(&targets).or_raise()
         || changed_in_this_transaction(&targets).or_raise();
     if targets.is_empty() {
         return TableIterator::new(Vec::new());
@@ -312,6 +309,32 @@ fn require_writable(what: &str) -> GcResult<()> {
         .hint("Purge on the primary; stats() and cleanup(dry_run => true) work anywhere."));
     }
     Ok(())
+}
+
+/// Whether the caller's transaction holds a lock (beyond reading) on a target table, one of its
+/// partitions or children, or one of session_gc's tables: a worker would wait for it, unseen
+/// by the deadlock detector. Such a call purges in the caller's transaction, and says so.
+fn holds_locks_a_worker_needs(targets: &[pg_sys::Oid]) -> GcResult<bool> {
+    let held = sql::one::<String>(
+        "WITH RECURSIVE tree(relid) AS (
+             SELECT pg_catalog.unnest($1::oid[])
+             UNION
+             SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid)
+         SELECT pg_catalog.string_agg(DISTINCT l.relation::pg_catalog.regclass::text, ', ')
+           FROM pg_catalog.pg_locks l
+          WHERE l.pid = pg_catalog.pg_backend_pid() AND l.locktype = 'relation'
+            AND l.mode <> 'AccessShareLock' AND l.granted
+            AND (l.relation IN (SELECT relid FROM tree)
+                 OR l.relation IN (SELECT c.oid FROM pg_catalog.pg_class c
+                                    WHERE c.relnamespace = 'session_gc'::pg_catalog.regnamespace))",
+        &[targets.to_vec().into()],
+    )?;
+    if let Some(tables) = &held {
+        pgrx::notice!(
+            "session_gc: cleanup() purges in this transaction, which holds locks on {tables}"
+        );
+    }
+    Ok(held.is_some())
 }
 
 /// Whether a target's policy or table was created or changed by the caller's own transaction,
@@ -1015,6 +1038,7 @@ fn purge(
         check_batch_size(size).or_raise();
     }
     let deadline = max_runtime_deadline(max_runtime).or_raise();
+    require_writable("purge()").or_raise();
     // The caller's tables only: the one named, or every enabled policy on a table it owns.
     let tables = targets(tbl).or_raise();
     let nonatomic = unsafe { called_nonatomic(fcinfo) };

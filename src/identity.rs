@@ -96,6 +96,14 @@ pub fn as_extension_owner<R>(work: impl FnOnce() -> R) -> R {
     work()
 }
 
+/// Like `as_extension_owner`, waiting at most `lock_timeout_ms` for a lock.
+pub fn as_extension_owner_waiting<R>(lock_timeout_ms: i32, work: impl FnOnce() -> R) -> R {
+    let owner = extension_owner().unwrap_or_else(|| unsafe { pg_sys::GetUserId() });
+    let settings = [("lock_timeout", format!("{lock_timeout_ms}ms"))];
+    let _guard = IdentityGuard::enter(owner, false, &settings);
+    work()
+}
+
 /// The extension's owner.
 fn extension_owner() -> Option<pg_sys::Oid> {
     sql::one::<pg_sys::Oid>(

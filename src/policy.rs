@@ -933,37 +933,38 @@ pub struct PolicyVersion {
 /// The policy of `relid` and its table as committed now, both held until the current
 /// transaction ends: the policy row share-locked, so a `register()`, `unregister()` or disable
 /// waits for the batch that read it and once it returns no batch acts on the policy it
-/// replaced; the table locked as the batch's DELETE would lock it (by OID, waiting at most
-/// `session_gc.lock_timeout`), so it cannot be renamed, swapped or given to another owner
-/// between this look and the batch. None: no policy any more.
+/// replaced; then the table locked as the batch's DELETE would lock it (by OID), so it cannot
+/// be renamed, swapped or given to another owner between this look and the batch. Each waits
+/// at most `session_gc.lock_timeout`, the policy first: a transaction changing the policy is
+/// never waited for while holding the table. None: no policy any more.
 pub fn lock_committed_version(
     relid: pg_sys::Oid,
     owner: pg_sys::Oid,
 ) -> GcResult<Option<PolicyVersion>> {
+    let committed = identity::as_extension_owner_waiting(crate::gucs::lock_timeout_ms(), || {
+        let locked = sql::rows_written(
+            "SELECT p.xmin::text, p.enabled FROM session_gc.policies p
+              WHERE p.table_name = $1::oid::regclass FOR SHARE",
+            &[relid.into()],
+            |row| Ok((row.get::<String>(1)?, row.get::<bool>(2)?)),
+        )?;
+        let (row_version, enabled) = locked.into_iter().next().unwrap_or((None, None));
+        Ok::<_, GcError>(row_version.map(|row_version| (row_version, enabled.unwrap_or(false))))
+    })?;
+    let Some((row_version, enabled)) = committed else {
+        return Ok(None);
+    };
     identity::as_table_owner(owner, || unsafe {
         pg_sys::LockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE)
     });
-    identity::as_extension_owner(|| {
-        let locked = sql::rows_written(
-            "SELECT p.xmin::text, p.enabled, c.xmin::text
-               FROM session_gc.policies p
-               LEFT JOIN pg_catalog.pg_class c ON c.oid = p.table_name::oid
-              WHERE p.table_name = $1::oid::regclass FOR SHARE OF p",
-            &[relid.into()],
-            |row| {
-                Ok((
-                    row.get::<String>(1)?,
-                    row.get::<bool>(2)?,
-                    row.get::<String>(3)?,
-                ))
-            },
-        )?;
-        let (row_version, enabled, table_version) =
-            locked.into_iter().next().unwrap_or((None, None, None));
-        Ok(row_version.map(|row_version| PolicyVersion {
-            row_version,
-            enabled: enabled.unwrap_or(false),
-            table_version,
-        }))
-    })
+    // Read under the table's lock: what the batch will act on.
+    let table_version = sql::one::<String>(
+        "SELECT c.xmin::text FROM pg_catalog.pg_class c WHERE c.oid = $1",
+        &[relid.into()],
+    )?;
+    Ok(Some(PolicyVersion {
+        row_version,
+        enabled,
+        table_version,
+    }))
 }

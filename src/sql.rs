@@ -22,7 +22,7 @@ use pgrx::{FromDatum, IntoDatum};
 use std::cell::Cell;
 
 /// The settings every statement runs under, and why.
-const PINNED: [(&str, &str); 5] = [
+const PINNED: [(&str, &str); 6] = [
     // Only PostgreSQL's own functions, operators and casts; our objects are qualified.
     ("search_path", "pg_catalog, pg_temp"),
     // Keys and intervals travel as text between statements: one spelling for all callers.
@@ -32,6 +32,8 @@ const PINNED: [(&str, &str); 5] = [
     ("timezone_abbreviations", "Default"),
     // `now() - interval '1 day'` is 24 hours for every caller, not a calendar day in its zone.
     ("TimeZone", "UTC"),
+    // Backslashes in our string literals (regular expressions) are literal.
+    ("standard_conforming_strings", "on"),
 ];
 
 thread_local! {

@@ -1,14 +1,15 @@
-//! The walk along the heap: for a large backlog, every page visited once, in physical order, as
-//! a single DELETE's sequential scan would, with all rules applied in the same pass.
+//! The walk along the heap: for a large backlog in a table without partitions or inheritance
+//! children, every page visited once, in physical order, as a single DELETE's sequential scan
+//! would, with all rules applied in the same pass. (A table with children is walked along its
+//! rules' indexes, which partition pruning keeps to the partitions concerned.)
 //!
-//! Each relation holding rows (the table, or each of its partitions and inheritance children)
-//! is walked on its own, in ctid order, through the registered table (`tableoid = relation`,
-//! which the planner turns into pruning), so its row security and triggers apply as to any
-//! purge of the table. A batch first finds the (`batch size` + 1)-th expired
-//! row from where the previous batch stopped (the bound), then deletes the expired rows before
-//! it in one plain DELETE of that TID range: at most `batch size` rows, however densely rows lie
-//! and whatever the planner believes. The next batch starts at the bound. The statements run
-//! with index scans and parallelism off, so that the bound is found in physical order.
+//! The table is walked in ctid order. A batch first finds the (`batch size` + 1)-th expired row
+//! from where the previous batch stopped (the bound), then deletes the expired rows before it in
+//! one plain DELETE of that TID range: at most `batch size` rows, however densely rows lie and
+//! whatever the planner believes. The next batch starts at the bound. The bound is found by
+//! reading a materialized scan of the TID range (which no index can serve, so it comes in
+//! physical order) only as far as needed; nothing in the statements changes how the queries of
+//! the table's triggers and foreign keys are planned.
 
 use super::{
     cutoff_args, is_contention, planned_rows, retrying_moved_rows, Batch, ROW_LOCK_WAIT_MS,
@@ -18,40 +19,30 @@ use crate::identity;
 use crate::policy::{Policy, RULE_KINDS};
 use crate::sql;
 use crate::txn;
-use std::collections::VecDeque;
 
 /// The share of a table's rows (by the planner's estimates) expired from which a purge walks the
 /// heap rather than the rules' indexes.
 const HEAP_WALK_SHARE: f64 = 0.2;
 
-/// Planner settings of every heap-walk statement: the bound must be found by a TID range (or
-/// sequential) scan, in physical order, never along an index.
-const PHYSICAL_ORDER: [(&str, &str); 4] = [
-    ("enable_indexscan", "off"),
-    ("enable_indexonlyscan", "off"),
-    ("enable_bitmapscan", "off"),
-    ("max_parallel_workers_per_gather", "0"),
-];
-
-/// One relation's walk.
-#[derive(Debug, Clone)]
-struct Relation {
-    relid: pgrx::pg_sys::Oid,
-    /// Where the next batch starts (a ctid, as text).
-    from: String,
-    /// Where the walk ends: the relation's size when the run started (rows written later are new).
-    end: String,
-}
+/// Settings of every heap-walk statement, so that the range is scanned from its start: a
+/// synchronized sequential scan could start in the middle of the table.
+const PHYSICAL_ORDER: [(&str, &str); 2] =
+    [("synchronize_seqscans", "off"), ("enable_tidscan", "on")];
 
 #[derive(Debug, Clone)]
 pub struct HeapWalk {
     range_delete: String,
     skip_delete: String,
-    relations: VecDeque<Relation>,
+    /// Where the next batch starts (a ctid, as text).
+    from: String,
+    /// Where the walk ends: the table's size when the run started (rows written later are new).
+    end: String,
+    done: bool,
 }
 
 impl HeapWalk {
-    /// Some(walk) when the planner expects a large share of the table to be expired.
+    /// Some(walk) when the planner expects a large share of a table without children to be
+    /// expired.
     pub fn plan(policy: &Policy) -> GcResult<Option<Self>> {
         if policy.rules.is_empty() {
             return Ok(None);
@@ -64,78 +55,67 @@ impl HeapWalk {
                 .map(|(position, rule)| rule.predicate(alias, position + 1))
                 .collect()
         };
-        let (expected_rows, table_rows, relations) = identity::as_table_owner(
-            policy.owner,
-            || {
-                let args = cutoff_args(policy)?;
-                // The bare predicates (NULL is not true in a WHERE), so the planner sees each
-                // rule's selectivity from its column's statistics.
-                let expected = planned_rows(
-                    &format!(
-                        "SELECT 1 FROM {} s WHERE {}",
-                        policy.quoted_table,
-                        predicates("s").join(" OR ")
-                    ),
-                    &args,
-                )?;
-                let total = planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
-                // Every relation of the inheritance tree that holds rows, with its size in pages.
-                let relations = sql::rows(
-                    "WITH RECURSIVE tree(relid) AS (
-                         SELECT $1::oid
-                         UNION
-                         SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid)
-                     SELECT c.oid, (pg_catalog.pg_relation_size(c.oid)
-                                    / pg_catalog.current_setting('block_size')::int8)::int8
-                       FROM tree t JOIN pg_catalog.pg_class c ON c.oid = t.relid
-                      WHERE c.relkind = 'r'
-                      ORDER BY c.oid",
-                    &[policy.relid.into()],
-                    |row| Ok((row.get::<pgrx::pg_sys::Oid>(1)?, row.get::<i64>(2)?)),
-                )?;
-                Ok::<_, GcError>((expected, total, relations))
-            },
-        )?;
+        let walked = identity::as_table_owner(policy.owner, || {
+            let (blocks, children) = sql::two::<i64, bool>(
+                "SELECT (pg_catalog.pg_relation_size(c.oid)
+                         / pg_catalog.current_setting('block_size')::int8)::int8,
+                        c.relkind <> 'r' OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                                                     WHERE i.inhparent = c.oid)
+                   FROM pg_catalog.pg_class c WHERE c.oid = $1",
+                &[policy.relid.into()],
+            )?;
+            let blocks = blocks.unwrap_or(0);
+            if children != Some(false) || blocks == 0 {
+                return Ok::<_, GcError>(None);
+            }
+            let args = cutoff_args(policy)?;
+            // The bare predicates (NULL is not true in a WHERE), so the planner sees each
+            // rule's selectivity from its column's statistics.
+            let expected = planned_rows(
+                &format!(
+                    "SELECT 1 FROM {} s WHERE {}",
+                    policy.quoted_table,
+                    predicates("s").join(" OR ")
+                ),
+                &args,
+            )?;
+            let total = planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
+            Ok(Some((expected, total, blocks)))
+        })?;
+        let Some((expected_rows, table_rows, blocks)) = walked else {
+            return Ok(None);
+        };
         // Reading every page once in physical order beats visiting the rows through an index
         // once a large share of the table is expired, as the planner's own choice of a
         // sequential scan would say for a single DELETE.
         if expected_rows < HEAP_WALK_SHARE * table_rows || expected_rows < 1.0 {
             return Ok(None);
         }
-        let relations = relations
-            .into_iter()
-            .filter_map(|(relid, blocks)| match (relid, blocks) {
-                (Some(relid), Some(blocks)) if blocks > 0 => Some(Relation {
-                    relid,
-                    from: "(0,0)".into(),
-                    end: format!("({blocks},0)"),
-                }),
-                _ => None,
-            })
-            .collect();
         let (range_delete, skip_delete) = statements(policy);
         Ok(Some(HeapWalk {
             range_delete,
             skip_delete,
-            relations,
+            from: "(0,0)".into(),
+            end: format!("({blocks},0)"),
+            done: false,
         }))
     }
 
     pub fn is_done(&self) -> bool {
-        self.relations.is_empty()
+        self.done
     }
 
     pub fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
-        let Some(relation) = self.relations.front_mut() else {
+        if self.done {
             return Ok(None);
-        };
+        }
+        let (from, end) = (self.from.clone(), self.end.clone());
         let run = |statement: &str, lock_timeout_ms: i32| {
             identity::as_table_owner_with(policy.owner, lock_timeout_ms, &PHYSICAL_ORDER, || {
                 let mut args = cutoff_args(policy)?;
-                args.push(relation.from.as_str().into());
-                args.push(relation.end.as_str().into());
+                args.push(from.as_str().into());
+                args.push(end.as_str().into());
                 args.push(batch_size.into());
-                args.push(relation.relid.into());
                 let rows = sql::rows_written(statement, &args, |row| {
                     Ok((row.get::<String>(1)?, row.get::<String>(2)?))
                 })?;
@@ -165,21 +145,18 @@ impl HeapWalk {
             Err(error) => return Err(error),
         };
         match bound {
-            Some(bound) => relation.from = bound,
-            None => {
-                self.relations.pop_front();
-            }
+            Some(bound) => self.from = bound,
+            None => self.done = true,
         }
         Ok(Some(batch))
     }
 }
 
 /// The fast and the lock-skipping statement of a batch. Parameters: `$1..$n` the rules'
-/// cutoffs, then the ctid the batch starts at, the ctid the walk ends before, the batch size and
-/// the relation walked.
+/// cutoffs, then the ctid the batch starts at, the ctid the walk ends before, the batch size.
 fn statements(policy: &Policy) -> (String, String) {
     let n = policy.rules.len();
-    let (from, end, size, relation) = (n + 1, n + 2, n + 3, n + 4);
+    let (from, end, size) = (n + 1, n + 2, n + 3);
     let name = &policy.quoted_table;
     let any_expired = |alias: &str| {
         let each: Vec<String> = policy
@@ -205,43 +182,44 @@ fn statements(policy: &Policy) -> (String, String) {
         })
         .collect();
     let counts = "pg_catalog.concat_ws(',', count(*) FILTER (WHERE rule = 0), count(*) FILTER (WHERE rule = 1),
-                          count(*) FILTER (WHERE rule = 2), count(*) FILTER (WHERE rule = 3))";
-    // The (batch size + 1)-th expired row from the start, in physical order.
+                      count(*) FILTER (WHERE rule = 2), count(*) FILTER (WHERE rule = 3))";
+    // The range's rows in physical order, read only as far as the bound needs (a CTE is
+    // evaluated as its reader asks), then the (batch size + 1)-th expired one.
     let bound = format!(
-        "bound AS MATERIALIZED (
-                 SELECT s.ctid AS upper FROM {name} s
-                  WHERE s.tableoid = ${relation}::oid
-                    AND s.ctid >= ${from}::tid AND s.ctid < ${end}::tid AND {expired_s}
-                 OFFSET ${size} LIMIT 1)",
+        "scanned AS MATERIALIZED (
+             SELECT s.ctid AS tid, {expired_s} AS expired FROM {name} s
+              WHERE s.ctid >= ${from}::tid AND s.ctid < ${end}::tid),
+         bound AS MATERIALIZED (
+             SELECT r.tid AS upper FROM scanned r WHERE r.expired OFFSET ${size} LIMIT 1)",
         expired_s = any_expired("s"),
     );
     let before_bound = |alias: &str| {
         format!(
-            "{alias}.tableoid = ${relation}::oid AND {alias}.ctid >= ${from}::tid
-                 AND {alias}.ctid < coalesce((SELECT upper FROM bound), ${end}::tid)"
+            "{alias}.ctid >= ${from}::tid
+             AND {alias}.ctid < coalesce((SELECT upper FROM bound), ${end}::tid)"
         )
     };
     // The DELETE's own WHERE re-checks the rules on each row, after any wait.
     let range_delete = format!(
         "WITH {bound},
-             gone AS (
-                 DELETE FROM {name} t WHERE {range} AND {expired}
-                 RETURNING CASE {classify} END AS rule)
-             SELECT {counts}, (SELECT upper::text FROM bound) FROM gone",
+         gone AS (
+             DELETE FROM {name} t WHERE {range} AND {expired}
+             RETURNING CASE {classify} END AS rule)
+         SELECT {counts}, (SELECT upper::text FROM bound) FROM gone",
         range = before_bound("t"),
         expired = any_expired("t"),
         classify = classify.join(" "),
     );
     let skip_delete = format!(
         "WITH {bound},
-             batch AS MATERIALIZED (
-                 SELECT s.ctid AS tid FROM {name} s
-                  WHERE {range_s} AND {expired_s} FOR UPDATE OF s SKIP LOCKED),
-             gone AS (
-                 DELETE FROM {name} t USING batch b
-                  WHERE t.tableoid = ${relation}::oid AND t.ctid = b.tid AND {expired}
-                  RETURNING CASE {classify} END AS rule)
-             SELECT {counts}, (SELECT upper::text FROM bound) FROM gone",
+         batch AS MATERIALIZED (
+             SELECT s.ctid AS tid FROM {name} s
+              WHERE {range_s} AND {expired_s} FOR UPDATE OF s SKIP LOCKED),
+         gone AS (
+             DELETE FROM {name} t USING batch b
+              WHERE t.ctid = b.tid AND {expired}
+              RETURNING CASE {classify} END AS rule)
+         SELECT {counts}, (SELECT upper::text FROM bound) FROM gone",
         range_s = before_bound("s"),
         expired_s = any_expired("s"),
         expired = any_expired("t"),

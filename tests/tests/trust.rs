@@ -826,6 +826,8 @@ fn monitoring_a_standby_works() {
     assert_eq!(cleanup_row(&mut r, "dry_run => true").deleted, 30);
     let error = expect_error(&mut r, "SELECT * FROM session_gc.cleanup()");
     assert_eq!(error.code, "25006");
+    let error = expect_error(&mut r, "CALL session_gc.purge()");
+    assert_eq!(error.code, "25006");
     let running: bool = scalar(&mut r, "SELECT in_recovery FROM session_gc.worker_status()");
     assert!(running);
 }
@@ -902,19 +904,20 @@ fn a_table_swapped_mid_run_is_not_purged_in_its_place() {
     assert_eq!(count(&mut c, "s_old"), 0, "the registered table is purged");
 }
 
-/// A caller that has written in its transaction purges in it (a worker could wait for its
-/// locks): its own uncommitted expired session is purged too.
+/// A caller holding a lock on the table (here from writing to it) purges in its own
+/// transaction (a worker would wait for that lock): its own uncommitted expired session is
+/// purged too.
 #[test]
-fn a_caller_that_has_written_purges_in_its_own_transaction() {
+fn a_caller_holding_the_table_purges_in_its_own_transaction() {
     let mut c = db("t_written");
     c.batch_execute(
         "CREATE TABLE s (id bigserial PRIMARY KEY, expires timestamptz);
          INSERT INTO s (expires) SELECT now() - interval '1 hour' FROM generate_series(1, 3);
-         SELECT session_gc.register('s', expires_column => 'expires');
-         BEGIN;
-         INSERT INTO s (expires) VALUES (now() - interval '1 hour');",
+         SELECT session_gc.register('s', expires_column => 'expires');",
     )
     .unwrap();
+    c.batch_execute("BEGIN; INSERT INTO s (expires) VALUES (now() - interval '1 hour');")
+        .unwrap();
     assert_eq!(cleanup_row(&mut c, "").deleted, 4);
     c.batch_execute("COMMIT").unwrap();
 }
@@ -936,4 +939,63 @@ fn a_replica_replication_role_does_not_skip_cascades() {
     assert_eq!(cleanup_row(&mut c, "in_transaction => true").deleted, 3);
     c.batch_execute("RESET session_replication_role").unwrap();
     assert_eq!(count(&mut c, "child"), 0, "the cascade ran");
+}
+
+/// A transaction changing a policy and left open does not hold a purge (nor, through it, the
+/// table) for longer than session_gc.lock_timeout.
+#[test]
+fn a_policy_locked_by_an_open_transaction_holds_a_purge_no_longer_than_the_lock_timeout() {
+    let cluster = shared_cluster();
+    let name = cluster.fresh_db("t_policy_locked");
+    let mut c = cluster.connect(&name);
+    idle_table(&mut c, "s", 1000);
+    let mut changer = cluster.connect(&name);
+    let mut txn = changer.transaction().unwrap();
+    txn.batch_execute(
+        "SELECT session_gc.register('s', idle_column => 'seen', idle_timeout => '2 minutes')",
+    )
+    .unwrap();
+    c.batch_execute("SET session_gc.lock_timeout = '200ms'")
+        .unwrap();
+    let started = Instant::now();
+    c.batch_execute("CALL session_gc.purge()").unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited {:?}",
+        started.elapsed()
+    );
+    let status: String = scalar(
+        &mut c,
+        "SELECT status FROM session_gc.history ORDER BY id DESC LIMIT 1",
+    );
+    assert_eq!(status, "error");
+    txn.rollback().unwrap();
+    assert_eq!(
+        count(&mut c, "s"),
+        1000,
+        "nothing deleted under the policy being changed"
+    );
+}
+
+/// A caller that has written elsewhere still purges in committed batches: other sessions see
+/// the purge before the caller commits.
+#[test]
+fn a_caller_that_wrote_elsewhere_still_purges_in_committed_batches() {
+    let cluster = shared_cluster();
+    let name = cluster.fresh_db("t_wrote_elsewhere");
+    let mut c = cluster.connect(&name);
+    c.batch_execute(
+        "CREATE TABLE audit (note text);
+         CREATE TABLE s (id bigserial PRIMARY KEY, expires timestamptz);
+         INSERT INTO s (expires) SELECT now() - interval '1 hour' FROM generate_series(1, 30);
+         SELECT session_gc.register('s', expires_column => 'expires');",
+    )
+    .unwrap();
+    c.batch_execute("BEGIN; INSERT INTO audit VALUES ('cleanup');")
+        .unwrap();
+    assert_eq!(cleanup_row(&mut c, "").deleted, 30);
+    let mut other = cluster.connect(&name);
+    assert_eq!(count(&mut other, "s"), 0, "the purge committed on its own");
+    c.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(count(&mut c, "s"), 0);
 }
