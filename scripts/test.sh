@@ -11,6 +11,10 @@ versions=("$@")
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 [ ${#versions[@]} -gt 0 ] || versions=(15 18)
 
+# Each step says how long it took, so the suite's time is watched as it grows.
+step_started=$SECONDS
+took() { echo "   ($1: $((SECONDS - step_started)) s)"; step_started=$SECONDS; }
+
 # Backtraces in a server's error details are for debugging, not for tests of error reports.
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 
@@ -31,6 +35,7 @@ for v in "${versions[@]}"; do
     cargo clippy --quiet --no-default-features --features "pg$v pg_test" --all-targets -- -D warnings
 done
 (cd tests && cargo clippy --quiet --all-targets -- -D warnings)
+took "fmt and clippy"
 
 for v in "${versions[@]}"; do
     pg_config=$(pg_config_for "$v")
@@ -39,6 +44,7 @@ for v in "${versions[@]}"; do
     chown postgres "$pgdata_root" 2>/dev/null || true
     echo "== PostgreSQL $v: in-server unit tests"
     cargo pgrx test "pg$v" --runas postgres --pgdata "$pgdata_root/data"
+    took "PostgreSQL $v unit tests"
     echo "== PostgreSQL $v: packaging the extension (the install artifact) and installing the package"
     cargo pgrx package --pg-config "$pg_config" --no-default-features --features "pg$v" >/dev/null
     package_dir=target/release/session_gc-pg$v
@@ -53,7 +59,9 @@ for v in "${versions[@]}"; do
     cp -a --remove-destination "$package_dir/." /
     # The previous releases' install scripts, for the upgrade test only.
     cp sql/archive/session_gc--*.sql "$("$pg_config" --sharedir)/extension/"
+    took "PostgreSQL $v package"
     echo "== PostgreSQL $v: integration tests on real clusters"
     SESSION_GC_PG_BIN=$("$pg_config" --bindir) cargo test --manifest-path tests/Cargo.toml -- --test-threads=4
+    took "PostgreSQL $v integration tests"
 done
-echo "== all tests passed on PostgreSQL ${versions[*]}"
+echo "== all tests passed on PostgreSQL ${versions[*]} in $SECONDS s"

@@ -211,6 +211,21 @@ fn a_killed_worker_is_replaced_and_its_unfinished_run_marked_failed() {
         count(&mut c, "session_gc.history WHERE status = 'running'") == 1
             && worker_pid(&mut c).is_some()
     });
+    // Batches commit without waiting for their WAL to reach disk: wait until some counted
+    // batch is durable, or the crash would take all of them (and their counts) back.
+    wait_until("a batch is counted", DEADLINE, || {
+        scalar::<i64>(
+            &mut c,
+            "SELECT coalesce(max(deleted), 0) FROM session_gc.history WHERE status = 'running'",
+        ) > 0
+    });
+    let counted_at: String = scalar(&mut c, "SELECT pg_current_wal_insert_lsn()::text");
+    wait_until("its WAL is flushed", DEADLINE, || {
+        scalar::<bool>(
+            &mut c,
+            &format!("SELECT pg_current_wal_flush_lsn() >= '{counted_at}'::pg_lsn"),
+        )
+    });
     let pid = worker_pid(&mut c).expect("a running worker");
     let killed = std::process::Command::new("kill")
         .arg("-9")
