@@ -789,7 +789,8 @@ What the figures mean, which targets are missed and why: [benchmark-analysis.md]
 ## Method
 
 - Application load (`bench/app.sql`, pgbench `-R {args.rate} -c 8`): look a session up by its token,
-  touch its last activity and extend it by an hour, and one transaction in ten starts a new session.
+  delete it if it has expired (as Auth.js and Django do), else touch its last activity and extend it
+  by an hour, and one transaction in ten starts a new session.
   Sessions are picked at random, expired ones included (a user coming back just in time).
 - Latency figures cover the transactions that started while the purge ran (with `-R`, latency
   includes the time a transaction waited for its scheduled start). Each method runs {LOAD_RUNS} times under
