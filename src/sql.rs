@@ -177,36 +177,29 @@ where
 pub fn rows<R>(
     query: &str,
     args: &[DatumWithOid],
-    mut each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
+    each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
 ) -> GcResult<Vec<R>> {
-    pinned(|| {
-        Spi::connect(|client| {
-            let table = client.select(query, None, args)?;
-            let mut mapped = Vec::with_capacity(table.len());
-            for row in table {
-                mapped.push(each(&row)?);
-            }
-            Ok(mapped)
-        })
-    })
+    pinned(|| Spi::connect(|client| map_rows(client.select(query, None, args)?, each)))
 }
 
 /// Maps every row of a statement that writes (a DELETE ... RETURNING in a CTE).
 pub fn rows_written<R>(
     query: &str,
     args: &[DatumWithOid],
+    each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
+) -> GcResult<Vec<R>> {
+    pinned(|| Spi::connect_mut(|client| map_rows(client.update(query, None, args)?, each)))
+}
+
+fn map_rows<R>(
+    table: pgrx::spi::SpiTupleTable<'_>,
     mut each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
 ) -> GcResult<Vec<R>> {
-    pinned(|| {
-        Spi::connect_mut(|client| {
-            let table = client.update(query, None, args)?;
-            let mut mapped = Vec::with_capacity(table.len());
-            for row in table {
-                mapped.push(each(&row)?);
-            }
-            Ok(mapped)
-        })
-    })
+    let mut mapped = Vec::with_capacity(table.len());
+    for row in table {
+        mapped.push(each(&row)?);
+    }
+    Ok(mapped)
 }
 
 /// The planner's row estimate for a read (its top plan node), without running it. EXPLAIN is
