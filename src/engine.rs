@@ -814,7 +814,7 @@ pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
             let estimate = match counting {
                 Counting::Exact => None,
                 Counting::Estimate | Counting::Auto => {
-                    let rows = planned_rows(
+                    let rows = sql::planned_rows(
                         &format!("SELECT 1 FROM {table} s WHERE {conditions}"),
                         &args,
                     )?;
@@ -872,9 +872,4 @@ fn none_of(rules: &[Rule]) -> impl Iterator<Item = String> + '_ {
     rules.iter().enumerate().map(|(position, rule)| {
         format!("NOT coalesce({}, false)", rule.predicate("s", position + 1))
     })
-}
-
-/// The planner's row estimate for a query (its top plan node), without running it.
-pub fn planned_rows(query: &str, args: &[pgrx::datum::DatumWithOid]) -> GcResult<f64> {
-    sql::planned_rows(query, args)
 }

@@ -91,16 +91,17 @@ pub fn as_table_owner_with<R>(
 
 /// Runs `work` (our own catalog statements) as the owner of the extension.
 pub fn as_extension_owner<R>(work: impl FnOnce() -> R) -> R {
-    let owner = extension_owner().unwrap_or_else(|| unsafe { pg_sys::GetUserId() });
-    let _guard = IdentityGuard::enter(owner, false, &[]);
-    work()
+    as_extension_owner_with(&[], work)
 }
 
 /// Like `as_extension_owner`, waiting at most `lock_timeout_ms` for a lock.
 pub fn as_extension_owner_waiting<R>(lock_timeout_ms: i32, work: impl FnOnce() -> R) -> R {
+    as_extension_owner_with(&[("lock_timeout", format!("{lock_timeout_ms}ms"))], work)
+}
+
+fn as_extension_owner_with<R>(settings: &[(&str, String)], work: impl FnOnce() -> R) -> R {
     let owner = extension_owner().unwrap_or_else(|| unsafe { pg_sys::GetUserId() });
-    let settings = [("lock_timeout", format!("{lock_timeout_ms}ms"))];
-    let _guard = IdentityGuard::enter(owner, false, &settings);
+    let _guard = IdentityGuard::enter(owner, false, settings);
     work()
 }
 

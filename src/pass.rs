@@ -203,10 +203,9 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
 /// policy removed, or disabled after the run started, ends the run. Some(reason) when the run
 /// must end.
 fn follow_policy(run: &mut TableRun, options: &PassOptions) -> GcResult<Option<&'static str>> {
+    const REMOVED: &str = "the policy was removed during the run; nothing more was deleted";
     let Some(committed) = policy::lock_committed_version(run.relid, run.policy.owner)? else {
-        return Ok(Some(
-            "the policy was removed during the run; nothing more was deleted",
-        ));
+        return Ok(Some(REMOVED));
     };
     if run.policy.version.enabled && !committed.enabled {
         return Ok(Some(
@@ -215,9 +214,7 @@ fn follow_policy(run: &mut TableRun, options: &PassOptions) -> GcResult<Option<&
     }
     if committed != run.policy.version {
         let Some(policy) = Policy::load(run.relid)? else {
-            return Ok(Some(
-                "the policy was removed during the run; nothing more was deleted",
-            ));
+            return Ok(Some(REMOVED));
         };
         run.batch_size = effective_batch_size(options, &policy);
         run.cursor = Cursor::new(&policy)?;

@@ -624,19 +624,11 @@ pub fn resolve(info: &TableInfo, spec: &RuleSpec) -> GcResult<Resolved> {
 /// `DEFERRABLE INITIALLY DEFERRED` with NO ACTION (its check would fire inside the purge's
 /// security-restricted operation, which PostgreSQL forbids, failing every batch).
 fn check_partitions_and_references(info: &TableInfo) -> GcResult<()> {
-    let (foreign, deferred, referencing) = sql::three::<String, String, String>(
-        "SELECT (SELECT min(p.relid::pg_catalog.regclass::text)
-                   FROM pg_catalog.pg_partition_tree($1::oid::pg_catalog.regclass) p
-                   JOIN pg_catalog.pg_class c ON c.oid = p.relid
-                  WHERE c.relkind = 'f'),
-                f.conname::text, f.conrelid::pg_catalog.regclass::text
-           FROM (SELECT 1) one
-           LEFT JOIN LATERAL (
-               SELECT c.conname, c.conrelid FROM pg_catalog.pg_constraint c
-                WHERE c.contype = 'f' AND c.condeferred AND c.confdeltype = 'a'
-                  AND (c.confrelid = $1
-                       OR c.confrelid IN (SELECT p.relid FROM pg_catalog.pg_partition_tree($1::oid::pg_catalog.regclass) p))
-                ORDER BY c.oid LIMIT 1) f ON true",
+    let foreign = sql::one::<String>(
+        "SELECT min(p.relid::pg_catalog.regclass::text)
+           FROM pg_catalog.pg_partition_tree($1::oid::pg_catalog.regclass) p
+           JOIN pg_catalog.pg_class c ON c.oid = p.relid
+          WHERE c.relkind = 'f'",
         &[info.relid.into()],
     )?;
     if let Some(partition) = foreign {
@@ -650,7 +642,9 @@ fn check_partitions_and_references(info: &TableInfo) -> GcResult<()> {
         .detail("session_gc deletes rows by their physical address, which rows of a foreign table do not have.")
         .hint("Purge the foreign partition on its own server, or detach it before registering the table."));
     }
-    if let (Some(constraint), Some(referencing)) = (deferred, referencing) {
+    if let Some((constraint, referencing)) =
+        referencing_key(info, "c.condeferred AND c.confdeltype = 'a'")?
+    {
         return Err(GcError::new(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!(
@@ -665,6 +659,27 @@ fn check_partitions_and_references(info: &TableInfo) -> GcResult<()> {
         )));
     }
     Ok(())
+}
+
+/// The first foreign key (by OID) referencing the table or one of its partitions that matches
+/// `condition` (on `pg_constraint c`): its name and its table.
+fn referencing_key(info: &TableInfo, condition: &str) -> GcResult<Option<(String, String)>> {
+    let found = sql::two::<String, String>(
+        &format!(
+            "SELECT c.conname::text, c.conrelid::pg_catalog.regclass::text
+               FROM pg_catalog.pg_constraint c
+              WHERE c.contype = 'f' AND c.conparentid = 0 AND {condition}
+                AND (c.confrelid = $1
+                     OR c.confrelid IN (SELECT p.relid
+                                          FROM pg_catalog.pg_partition_tree($1::oid::pg_catalog.regclass) p))
+              ORDER BY c.oid LIMIT 1"
+        ),
+        &[info.relid.into()],
+    )?;
+    Ok(match found {
+        (Some(constraint), Some(referencing)) => Some((constraint, referencing)),
+        _ => None,
+    })
 }
 
 /// The longest interval a rule takes: beyond it, cutoffs leave the range PostgreSQL's dates can
@@ -805,16 +820,7 @@ fn resolve_strategy(
             info.display_name
         )));
     };
-    let reference = sql::two::<String, String>(
-        "SELECT max(f.conname), max(f.referencing) FROM (
-             SELECT c.conname::text AS conname, c.conrelid::regclass::text AS referencing
-               FROM pg_catalog.pg_constraint c
-              WHERE c.contype = 'f' AND c.conparentid = 0
-                AND c.confrelid IN (SELECT relid FROM pg_catalog.pg_partition_tree($1::oid::regclass))
-              ORDER BY c.oid LIMIT 1) f",
-        &[info.relid.into()],
-    )?;
-    if let (Some(constraint), Some(referencing)) = reference {
+    if let Some((constraint, referencing)) = referencing_key(info, "true")? {
         return Err(GcError::new(
             PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             format!(

@@ -100,14 +100,16 @@ pub fn pinned<R>(work: impl FnOnce() -> R) -> R {
 /// A setting's current value, read without SQL.
 pub fn current_setting(name: &str) -> Option<String> {
     let name = std::ffi::CString::new(name).ok()?;
-    unsafe {
-        let value = pg_sys::GetConfigOption(name.as_ptr(), true, false);
-        (!value.is_null()).then(|| {
-            std::ffi::CStr::from_ptr(value)
-                .to_string_lossy()
-                .into_owned()
-        })
-    }
+    unsafe { owned_text(pg_sys::GetConfigOption(name.as_ptr(), true, false)) }
+}
+
+/// A copy of a C string PostgreSQL handed out; None for a null pointer.
+unsafe fn owned_text(value: *const std::ffi::c_char) -> Option<String> {
+    (!value.is_null()).then(|| {
+        unsafe { std::ffi::CStr::from_ptr(value) }
+            .to_string_lossy()
+            .into_owned()
+    })
 }
 
 // Reading and writing are two doors: a statement that writes (or locks rows) makes the
@@ -239,14 +241,10 @@ pub fn planned_rows(query: &str, args: &[DatumWithOid]) -> GcResult<f64> {
                     format!("EXPLAIN failed (SPI status {status})"),
                 ));
             }
-            let value = pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1);
-            Ok(if value.is_null() {
-                String::new()
-            } else {
-                std::ffi::CStr::from_ptr(value)
-                    .to_string_lossy()
-                    .into_owned()
-            })
+            Ok(
+                owned_text(pg_sys::SPI_getvalue(*(*table).vals, (*table).tupdesc, 1))
+                    .unwrap_or_default(),
+            )
         })
     })?;
     let plan: serde_json::Value = serde_json::from_str(&plan).unwrap_or_default();
@@ -286,11 +284,10 @@ pub fn finish_nonatomic() {
 pub fn shown_setting(name: &str) -> Option<String> {
     let name = std::ffi::CString::new(name).ok()?;
     unsafe {
-        let value = pg_sys::GetConfigOptionByName(name.as_ptr(), std::ptr::null_mut(), true);
-        (!value.is_null()).then(|| {
-            std::ffi::CStr::from_ptr(value)
-                .to_string_lossy()
-                .into_owned()
-        })
+        owned_text(pg_sys::GetConfigOptionByName(
+            name.as_ptr(),
+            std::ptr::null_mut(),
+            true,
+        ))
     }
 }

@@ -54,7 +54,7 @@ pub fn collect(policy: &Policy, counting: engine::Counting) -> GcResult<TableSta
 /// The planner's row estimate for the whole table: what `EXPLAIN SELECT * FROM t` says.
 /// It reads pg_class statistics (scaled to the table's current size), never the rows.
 fn planner_row_estimate(policy: &Policy) -> GcResult<Option<i64>> {
-    let rows = engine::planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
+    let rows = sql::planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
     Ok(Some(rows.round() as i64))
 }
 

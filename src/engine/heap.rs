@@ -11,9 +11,7 @@
 //! physical order) only as far as needed; nothing in the statements changes how the queries of
 //! the table's triggers and foreign keys are planned.
 
-use super::{
-    cutoff_args, is_contention, planned_rows, retrying_moved_rows, Batch, ROW_LOCK_WAIT_MS,
-};
+use super::{cutoff_args, is_contention, retrying_moved_rows, Batch, ROW_LOCK_WAIT_MS};
 use crate::error::{GcError, GcResult};
 use crate::identity;
 use crate::policy::{Policy, RULE_KINDS};
@@ -71,7 +69,7 @@ impl HeapWalk {
             let args = cutoff_args(policy)?;
             // The bare predicates (NULL is not true in a WHERE), so the planner sees each
             // rule's selectivity from its column's statistics.
-            let expected = planned_rows(
+            let expected = sql::planned_rows(
                 &format!(
                     "SELECT 1 FROM {} s WHERE {}",
                     policy.quoted_table,
@@ -79,7 +77,7 @@ impl HeapWalk {
                 ),
                 &args,
             )?;
-            let total = planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
+            let total = sql::planned_rows(&format!("SELECT 1 FROM {}", policy.quoted_table), &[])?;
             Ok(Some((expected, total, blocks)))
         })?;
         let Some((expected_rows, table_rows, blocks)) = walked else {

@@ -874,6 +874,21 @@ fn an_interval_with_a_negative_part_is_refused() {
         assert_eq!(error.code, "22023", "{call}");
         assert!(error.message.contains("negative part"), "{}", error.message);
     }
+    // A wholly negative interval keeps its own message.
+    for (call, words) in [
+        (
+            "SELECT session_gc.register('s', idle_column => 'seen', idle_timeout => '-30 minutes')",
+            "must be positive",
+        ),
+        (
+            "SELECT session_gc.register('s', idle_column => 'seen', idle_timeout => '1 day', grace => '-5 minutes')",
+            "must not be negative",
+        ),
+    ] {
+        let error = expect_error(&mut c, call);
+        assert_eq!(error.code, "22023", "{call}");
+        assert!(error.message.contains(words), "{call}: {}", error.message);
+    }
 }
 
 /// A table renamed away (and another put in its place) while a purge runs: the policy follows
