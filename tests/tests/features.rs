@@ -629,6 +629,32 @@ fn packaging_metadata_matches_the_release() {
     for key in ["abstract", "maintainer", "license"] {
         assert!(meta[key].is_string() || meta[key].is_array(), "{key}");
     }
+    // The supported range covers every major Cargo.toml has a feature for, and the one tested.
+    let range = meta["prereqs"]["runtime"]["requires"]["PostgreSQL"]
+        .as_str()
+        .expect("a PostgreSQL range");
+    let bound = |op: &str| -> u32 {
+        range
+            .split(',')
+            .find_map(|part| part.trim().strip_prefix(op))
+            .and_then(|v| v.trim().split('.').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{range}: no {op} bound"))
+    };
+    let (lowest, beyond) = (bound(">="), bound("<"));
+    let featured: Vec<u32> = cargo
+        .lines()
+        .filter_map(|l| l.strip_prefix("pg")?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(featured, (lowest..beyond).collect::<Vec<_>>(), "{range}");
+    let mut c = db("f_meta_major");
+    let tested: i32 = scalar(
+        &mut c,
+        "SELECT current_setting('server_version_num')::int / 10000",
+    );
+    assert!(
+        featured.contains(&(tested as u32)),
+        "{tested} not in {range}"
+    );
     // Every archived release has an upgrade path to this one.
     for entry in std::fs::read_dir(repo_file("sql/archive")).unwrap() {
         let file = entry.unwrap().file_name().into_string().unwrap();

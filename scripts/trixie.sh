@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# PostgreSQL 17 from Debian 13 (trixie) on a bookworm machine: its binaries need glibc 2.38, so
+# they live in a trixie root made by debootstrap, and the steps for 17 run inside it.
+#   scripts/trixie.sh create        make the root (idempotent; about a minute)
+#   scripts/trixie.sh run CMD...    run CMD inside the root, from the source tree
+# `run` mounts what the root borrows (the Rust toolchain, the source tree, /proc, /dev) in a
+# private mount namespace: the mounts vanish with the command, whatever way it ends, and are
+# never visible outside it. Builds inside use their own target directory (target/trixie):
+# objects linked against trixie's glibc must never be reused by builds outside.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+source "$here/majors.sh"
+repo=$(cd "$here/.." && pwd)
+
+# The root's packages: PostgreSQL 17 and what pgrx needs to build against it, Python for the
+# benchmark, and what Citus needs to build.
+ROOT_PACKAGES=(postgresql-17 postgresql-server-dev-17 libclang-dev gcc libc6-dev pkg-config sudo
+    ca-certificates python3 python3-venv make libcurl4-openssl-dev liblz4-dev libzstd-dev
+    libkrb5-dev libssl-dev libselinux1-dev libxslt1-dev libpam0g-dev libreadline-dev zlib1g-dev
+    libicu-dev tzdata-legacy)
+# tzdata-legacy: trixie moved the zone names PostgreSQL's own builds ship (EST, MST, US/Eastern,
+# ...) out of tzdata; PostgreSQL 15, 16 and 18 here bundle them, so 17 gets them too.
+
+mirror() {
+    # The Debian mirror of this machine's own apt sources (SESSION_GC_DEBIAN_MIRROR overrides).
+    local uri
+    uri=$(sed -nE 's/^URIs:[[:space:]]*([^[:space:]]+\/debian)\/?([[:space:]].*)?$/\1/p; s/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+\/debian)\/?[[:space:]].*/\2/p' \
+        /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null | head -1 || true)
+    echo "${SESSION_GC_DEBIAN_MIRROR:-${uri:-http://deb.debian.org/debian}}"
+}
+
+# Packages added to the list after a root was made are installed into it.
+add_missing_packages() {
+    local missing=() p
+    for p in "${ROOT_PACKAGES[@]}"; do
+        as_root chroot "$TRIXIE_ROOT" dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
+            | grep -q "ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    echo "== installing into the trixie root: ${missing[*]}"
+    as_root unshare --mount --propagation private bash -euc '
+        mount -t proc proc "$1/proc"
+        mount --rbind /dev "$1/dev"
+        cp /etc/resolv.conf "$1/etc/resolv.conf"
+        root=$1; shift
+        chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+            sh -c "apt-get update -qq && apt-get install -y -qq \"\$@\" >/dev/null" apt "$@"
+    ' trixie "$TRIXIE_ROOT" "${missing[@]}"
+}
+
+create() {
+    if [ -f "$TRIXIE_ROOT$TRIXIE_MARK" ]; then
+        add_missing_packages
+        return
+    fi
+    if ! command -v debootstrap >/dev/null; then
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    fi
+    echo "== making a Debian 13 root for PostgreSQL 17 in $TRIXIE_ROOT (about a minute)"
+    # Built aside and moved in place at the end: an interrupted run leaves no half root behind.
+    # Nothing is ever mounted on it outside a `run` namespace, so removing it is safe.
+    local building="$TRIXIE_ROOT.building"
+    as_root rm -rf "$building"
+    as_root mkdir -p "$(dirname "$TRIXIE_ROOT")"
+    local packages
+    packages=$(IFS=,; echo "${ROOT_PACKAGES[*]}")
+    if ! as_root debootstrap --variant=minbase --include="$packages" trixie "$building" "$(mirror)" \
+        >"/tmp/session_gc-debootstrap.log" 2>&1; then
+        tail -20 /tmp/session_gc-debootstrap.log >&2
+        echo "debootstrap failed (whole log: /tmp/session_gc-debootstrap.log)" >&2
+        exit 1
+    fi
+    as_root mkdir -p "$building/session_gc" "$building/root/.cargo" "$building/root/.rustup"
+    as_root cp /etc/resolv.conf "$building/etc/resolv.conf"
+    echo "Debian 13 root for session_gc's PostgreSQL 17 steps" | as_root tee "$building$TRIXIE_MARK" >/dev/null
+    as_root rm -rf "$TRIXIE_ROOT"
+    as_root mv "$building" "$TRIXIE_ROOT"
+    echo "   the root is ready: $TRIXIE_ROOT"
+}
+
+run() {
+    create
+    local cargo_home=${CARGO_HOME:-$HOME/.cargo} rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
+    local inner
+    # What runs inside: a clean environment, the borrowed toolchain, the source tree as cwd.
+    inner=$(printf '%q ' "$@")
+    as_root unshare --mount --propagation private bash -euc '
+        root=$1 repo=$2 cargo_home=$3 rustup_home=$4 inner=$5
+        mount -t proc proc "$root/proc"
+        mount --rbind /dev "$root/dev"
+        mount --bind "$cargo_home" "$root/root/.cargo"
+        mount --bind "$rustup_home" "$root/root/.rustup"
+        mount --bind "$repo" "$root/session_gc"
+        # The machine'\''s name resolution, certificate authorities and pip settings, so that
+        # cargo and pip inside reach the registries the way they do outside.
+        cp /etc/resolv.conf "$root/etc/resolv.conf"
+        cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+        if [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$root/etc/pip.conf"; fi
+        exec chroot "$root" /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" CI="${CI:-}" \
+            PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+            CARGO_TARGET_DIR=/session_gc/target/trixie \
+            SESSION_GC_FUZZ_SEED="${SESSION_GC_FUZZ_SEED:-}" SESSION_GC_FUZZ_ROUNDS="${SESSION_GC_FUZZ_ROUNDS:-}" \
+            bash -euc "cd /session_gc && exec $inner"
+    ' trixie "$TRIXIE_ROOT" "$repo" "$cargo_home" "$rustup_home" "$inner"
+}
+
+case "${1:-}" in
+    create) create ;;
+    run) shift; [ $# -gt 0 ] || { echo "usage: scripts/trixie.sh run CMD..." >&2; exit 2; }; run "$@" ;;
+    *) echo "usage: scripts/trixie.sh create | run CMD..." >&2; exit 2 ;;
+esac
