@@ -6,7 +6,7 @@ use crate::error::{GcError, GcResult, OrRaise};
 use crate::gucs;
 use crate::history::{RunStatus, Trigger};
 use crate::identity;
-use crate::policy::{self, Policy, RuleSpec};
+use crate::policy::{self, Policy, RuleSpec, TableInfo};
 use crate::schema;
 use crate::sql;
 use crate::stats;
@@ -14,6 +14,7 @@ use crate::txn;
 use crate::types::{Name, RegClass};
 use pgrx::datum::Interval;
 use pgrx::prelude::*;
+use pgrx::spi::quote_literal;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use std::time::{Duration, Instant};
 
@@ -71,11 +72,18 @@ fn register_policy(
     if let Some(size) = batch_size {
         check_batch_size(size)?;
     }
+    let resolved = policy::resolve(&info, spec)?;
+    let naive_rules: Vec<&policy::Rule> = resolved
+        .rules
+        .iter()
+        .filter(|r| r.column_kind.is_naive())
+        .collect();
     let time_zone = match time_zone {
         Some(zone) => known_time_zone(&zone)?,
+        None if !naive_rules.is_empty() => return Err(time_zone_needed(&info, &naive_rules)),
+        // No rule reads a wall-clock time: the zone is stored but never used.
         None => known_time_zone(&sql::shown_setting("TimeZone").unwrap_or_else(|| "UTC".into()))?,
     };
-    let resolved = policy::resolve(&info, spec)?;
     for rule in &resolved.rules {
         let suggestion = if rule.is_ordered() {
             None
@@ -136,6 +144,14 @@ fn register_policy(
             cap.quoted_rank()
         ));
     }
+    if !naive_rules.is_empty() {
+        let columns: Vec<String> = naive_rules.iter().map(|r| r.quoted_column()).collect();
+        described.push(format!(
+            "{} read as wall-clock time in {}",
+            columns.join(" and "),
+            quote_literal(&time_zone)
+        ));
+    }
     let partitions = match resolved.strategy {
         policy::Strategy::DropPartitions { .. } => "; expired partitions are dropped whole",
         policy::Strategy::DeleteRows => "",
@@ -146,6 +162,31 @@ fn register_policy(
         described.join(", or "),
         if enabled { "" } else { " (disabled)" }
     ))
+}
+
+/// register() will not guess in which zone an application wrote a wall-clock time: the session's
+/// `TimeZone` says nothing about it (connect-pg-simple writes the app connection's zone,
+/// Flask-Session and Rails write UTC), and a wrong guess deletes live sessions.
+fn time_zone_needed(info: &TableInfo, naive_rules: &[&policy::Rule]) -> GcError {
+    let columns: Vec<String> = naive_rules
+        .iter()
+        .map(|r| format!("column \"{}\" ({})", r.column, r.column_kind.type_name()))
+        .collect();
+    GcError::invalid_parameter(format!(
+        "time_zone is needed for {} of relation \"{}\"",
+        columns.join(" and "),
+        info.display_name
+    ))
+    .detail(format!(
+        "Such a column holds a wall-clock time without its zone; session_gc reads it in the zone \
+         the application wrote it in, which this session's TimeZone ({}) does not tell.",
+        sql::shown_setting("TimeZone").unwrap_or_else(|| "unknown".into())
+    ))
+    .hint(
+        "Pass time_zone => 'UTC' if the application writes UTC (Flask-Session, Rails, Prisma, \
+         Phoenix), or its own zone if it writes local time (connect-pg-simple writes the app \
+         connection's TimeZone), e.g. time_zone => 'Europe/Berlin'.",
+    )
 }
 
 /// Removes the policy of a table. Its history stays until trimmed. The policy of a table that

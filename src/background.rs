@@ -292,6 +292,7 @@ pub extern "C-unwind" fn session_gc_cleanup_main(arg: pg_sys::Datum) {
         )
     };
     BackgroundWorker::connect_worker_to_spi_by_oid(Some(database), Some(login_role));
+    crate::worker::set_application_name(CLEANUP_WORKER_NAME);
     let outcome = run_requested_pass(&segment, acting_role, caller_pid);
     unsafe {
         let request = &mut *segment.request();

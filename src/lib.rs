@@ -3,7 +3,8 @@
 //! Where things live: `gucs` (settings), `api` (the SQL functions), `policy` (which rows are
 //! expired), `engine` (how they are removed), `pass` (a round-robin pass with committed batches),
 //! `worker` (launcher and per-database workers), `stats`, `history`, `identity` (whose rights a
-//! purge runs with), `txn` (subtransactions), `schema` (tables and privileges), `types`, `error`.
+//! purge runs with), `txn` (subtransactions), `schema` (tables and privileges), `frameworks`
+//! (framework session tables recognized for register()'s hint), `types`, `error`.
 
 use pgrx::prelude::*;
 
@@ -11,6 +12,7 @@ mod api;
 mod background;
 mod engine;
 mod error;
+mod frameworks;
 mod gucs;
 mod history;
 mod identity;

@@ -8,6 +8,7 @@
 //! `Strategy`) is the engine's business.
 
 use crate::error::{GcError, GcResult};
+use crate::frameworks;
 use crate::identity;
 use crate::sql;
 use pgrx::datum::{Date, Timestamp, TimestampWithTimeZone};
@@ -73,6 +74,23 @@ pub enum ColumnKind {
 }
 
 impl ColumnKind {
+    /// Whether the column holds a wall-clock time (or day) that means nothing without a zone.
+    pub fn is_naive(self) -> bool {
+        matches!(self, ColumnKind::Timestamp | ColumnKind::Date)
+    }
+
+    /// The column's type as a DBA reads it in `\d`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            ColumnKind::Timestamptz => "timestamp with time zone",
+            ColumnKind::Timestamp => "timestamp without time zone",
+            ColumnKind::Date => "date",
+            ColumnKind::EpochSeconds => "epoch seconds",
+            ColumnKind::EpochMillis => "epoch milliseconds",
+            ColumnKind::Boolean => "boolean",
+        }
+    }
+
     /// The SQL type cutoffs and keys are cast to when compared with the column.
     pub fn key_type(self) -> &'static str {
         match self {
@@ -595,9 +613,15 @@ pub fn resolve(info: &TableInfo, spec: &RuleSpec) -> GcResult<Resolved> {
     let rules = build_rules(info, spec)?;
     let cap = build_cap(info, spec)?;
     if rules.is_empty() && cap.is_none() {
+        // A framework's table gets the call that fits it (frameworks.rs).
+        let hint = frameworks::suggested_call(info)?.unwrap_or_else(|| {
+            "Pass expires_column, idle_column with idle_timeout, created_column with max_age, \
+             active_column, or user_column with max_per_user."
+                .into()
+        });
         return Err(GcError::invalid_parameter("no expiry rule given")
             .detail("A policy needs at least one rule to decide which rows are purged.")
-            .hint("Pass expires_column, idle_column with idle_timeout, created_column with max_age, active_column, or user_column with max_per_user."));
+            .hint(hint));
     }
     let integer_kind =
         |kind: ColumnKind| matches!(kind, ColumnKind::EpochSeconds | ColumnKind::EpochMillis);

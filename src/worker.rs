@@ -52,10 +52,21 @@ fn reload_config_if_asked() {
     }
 }
 
-fn set_application_name(name: &str) {
-    if let Ok(name) = CString::new(name) {
-        unsafe { pg_sys::pgstat_report_appname(name.as_ptr()) };
-    }
+/// Sets the `application_name` setting, not only what pg_stat_activity shows: triggers fired
+/// by the purge's deletes (an audit trigger) read it to tell session_gc from the application.
+pub fn set_application_name(name: &str) {
+    let (Ok(setting), Ok(value)) = (CString::new("application_name"), CString::new(name)) else {
+        return;
+    };
+    // Its assign hook reports the name to pg_stat_activity as well.
+    unsafe {
+        pg_sys::SetConfigOption(
+            setting.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+        )
+    };
 }
 
 fn report_activity(activity: &str) {

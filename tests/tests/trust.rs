@@ -244,7 +244,7 @@ fn planted_operators_functions_and_aggregates_never_run() {
                                     idle_timeout => '1 day', created_column => 'made',
                                     max_age => '10 days', active_column => 'active',
                                     user_column => 'user_id', max_per_user => 50,
-                                    grace => '1 second', batch_size => 40);
+                                    grace => '1 second', batch_size => 40, time_zone => 'UTC');
          SELECT session_gc.register('s_naive', expires_column => 'expires', time_zone => 'EST');
          SELECT session_gc.register('s_epoch', expires_column => 'expires_ms', epoch_unit => 'ms');
          SELECT session_gc.register('s_parts', expires_column => 'expires', strategy => 'drop_partitions');
@@ -518,22 +518,74 @@ fn a_zone_abbreviation_reads_the_same_for_every_caller() {
     assert_eq!(dry.deleted, 100);
     assert_eq!(cleanup_row(&mut c, "").deleted, 100);
     assert_eq!(count(&mut c, "s"), 50, "no live session deleted");
-    // SET TimeZone = 'EST' as the default zone is stored the same way.
-    c.batch_execute(
-        "SET timezone_abbreviations = 'Default'; SET TimeZone = 'EST';
-         SELECT session_gc.register('s', expires_column => 'expires');",
-    )
-    .unwrap();
-    let stored: String = scalar(&mut c, "SELECT time_zone FROM session_gc.policies");
-    assert_eq!(stored, "<-05>+5:00:00");
-    // A session zone set as an offset is a POSIX zone, kept as PostgreSQL spells it.
-    c.batch_execute(
-        "SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE;
-         SELECT session_gc.register('s', expires_column => 'expires');",
+    // A zone set as an offset (what SET TIME ZONE INTERVAL leaves) is a POSIX zone, kept as
+    // PostgreSQL spells it.
+    c.batch_execute("SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE")
+        .unwrap();
+    let posix: String = scalar(&mut c, "SELECT current_setting('TimeZone')");
+    c.execute(
+        "SELECT session_gc.register('s', expires_column => 'expires', time_zone => $1)",
+        &[&posix],
     )
     .unwrap();
     let stored: String = scalar(&mut c, "SELECT time_zone FROM session_gc.policies");
     assert!(stored.starts_with('<'), "{stored}");
+}
+
+/// A naive timestamp or date column is read in the zone the application wrote it in, which the
+/// registering session's TimeZone does not tell: register() wants it said, and says it back.
+#[test]
+fn a_naive_column_needs_an_explicit_time_zone() {
+    let mut c = db("t_naive_zone");
+    c.batch_execute(
+        "CREATE TABLE s (id bigserial PRIMARY KEY, expires timestamp(6) NOT NULL, day date,
+                         seen timestamptz);
+         CREATE INDEX ON s (expires); CREATE INDEX ON s (day); CREATE INDEX ON s (seen);
+         SET TimeZone = 'Asia/Tokyo';",
+    )
+    .unwrap();
+    for (call, column) in [
+        (
+            "SELECT session_gc.register('s', expires_column => 'expires')",
+            "column \"expires\" (timestamp without time zone)",
+        ),
+        (
+            "SELECT session_gc.register('s', created_column => 'day', max_age => '1 day')",
+            "column \"day\" (date)",
+        ),
+    ] {
+        let error = expect_error(&mut c, call);
+        assert_eq!(error.code, "22023", "{call}: {error:?}");
+        assert!(error.message.contains(column), "{error:?}");
+        assert!(
+            error.detail.as_deref().unwrap_or("").contains("Asia/Tokyo"),
+            "{error:?}"
+        );
+        let hint = error.hint.unwrap_or_default();
+        assert!(hint.contains("time_zone => 'UTC'"), "{hint}");
+    }
+    assert_eq!(
+        count(&mut c, "session_gc.policies"),
+        0,
+        "nothing registered"
+    );
+    // Said explicitly, the zone is stored and register()'s answer states it.
+    let answer: String = scalar(
+        &mut c,
+        "SELECT session_gc.register('s', expires_column => 'expires', time_zone => 'UTC')",
+    );
+    assert!(
+        answer.contains("expires read as wall-clock time in 'UTC'"),
+        "{answer}"
+    );
+    let stored: String = scalar(&mut c, "SELECT time_zone FROM session_gc.policies");
+    assert_eq!(stored, "UTC");
+    // A timestamptz column needs none: its values carry their moment.
+    let answer: String = scalar(
+        &mut c,
+        "SELECT session_gc.register('s', idle_column => 'seen', idle_timeout => '1 hour')",
+    );
+    assert!(!answer.contains("wall-clock"), "{answer}");
 }
 
 #[test]
@@ -636,7 +688,7 @@ fn rows_sharing_a_key_are_purged_in_batches_of_the_batch_size() {
          INSERT INTO few (expires, pad) SELECT current_date - 3, 'x' FROM generate_series(1, 6000);
          INSERT INTO few (expires, pad) SELECT current_date + 3, 'x' FROM generate_series(1, 60000);
          ANALYZE few;
-         SELECT session_gc.register('few', expires_column => 'expires');
+         SELECT session_gc.register('few', expires_column => 'expires', time_zone => 'UTC');
          CREATE TABLE most (id bigserial PRIMARY KEY, expires timestamptz NOT NULL);
          CREATE INDEX ON most (expires);
          INSERT INTO most (expires) SELECT now() - interval '1 day' FROM generate_series(1, 20000);

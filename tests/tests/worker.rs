@@ -55,6 +55,21 @@ fn purges_on_its_interval_and_a_reload_changes_the_interval() {
     let db = cluster.fresh_db("w_interval");
     let mut c = cluster.connect(&db);
     sessions_table(&mut c, "sessions", 3000, 100);
+    // An audit trigger tells who deleted: application_name is session_gc's, not empty.
+    c.batch_execute(
+        "CREATE TABLE audit (app text);
+         CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS
+             $$BEGIN INSERT INTO public.audit VALUES (current_setting('application_name')); RETURN NULL; END$$;
+         CREATE TRIGGER audit AFTER DELETE ON sessions FOR EACH STATEMENT EXECUTE FUNCTION audit();",
+    )
+    .unwrap();
+    let deleters = |c: &mut Client| -> Vec<String> {
+        c.query("SELECT DISTINCT app FROM audit ORDER BY 1", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
     let status = c
         .query_one(
             "SELECT worker_running, enabled, interval::text FROM session_gc.worker_status()",
@@ -79,6 +94,7 @@ fn purges_on_its_interval_and_a_reload_changes_the_interval() {
         ("worker".into(), "ok".into())
     );
     assert_eq!(row.get::<_, i64>(2), 3000);
+    assert_eq!(deleters(&mut c), ["session_gc worker"]);
     // Rows that expire later are purged by later passes, with no call from anyone.
     c.batch_execute("INSERT INTO sessions (expires) SELECT now() + interval '2 seconds' FROM generate_series(1, 50)")
         .unwrap();
@@ -94,6 +110,17 @@ fn purges_on_its_interval_and_a_reload_changes_the_interval() {
     wait_until("the setting is seen", DEADLINE, || {
         !scalar::<bool>(&mut c, "SELECT enabled FROM session_gc.worker_status()")
     });
+    // cleanup()'s own worker names itself too, whatever the caller's application_name.
+    c.batch_execute(
+        "DELETE FROM audit; SET application_name = 'the app';
+         INSERT INTO sessions (expires) SELECT now() - interval '1 hour' FROM generate_series(1, 10);",
+    )
+    .unwrap();
+    assert_eq!(
+        scalar::<i64>(&mut c, "SELECT deleted FROM session_gc.cleanup('sessions')"),
+        10
+    );
+    assert_eq!(deleters(&mut c), ["session_gc cleanup"]);
     assert!(!cluster.log().contains("PANIC"));
 }
 
