@@ -43,14 +43,14 @@ const STORES: &[Store] = &[
         columns: &["expiry_time", "primary_id", "session_id"],
         time_column: TimeColumn::Epoch,
         arguments: "expires_column => 'expiry_time', epoch_unit => 'ms'",
-        note: "Set spring.session.jdbc.cleanup-cron to \"-\" to switch off its own cleanup.",
+        note: "Set spring.session.jdbc.cleanup-cron=- to switch off its own purge (every minute).",
     },
     Store {
         name: "Symfony PdoSessionHandler",
         columns: &["sess_lifetime", "sess_id", "sess_data", "sess_time"],
         time_column: TimeColumn::Epoch,
         arguments: "expires_column => 'sess_lifetime', epoch_unit => 's'",
-        note: "sess_lifetime holds the expiry moment (Symfony 5.4 and later); set session.gc_probability to 0.",
+        note: "sess_lifetime holds the expiry moment (Symfony 4.4 and later); set framework.session.gc_probability to 0.",
     },
     Store {
         name: "Laravel (database session driver)",
@@ -92,7 +92,14 @@ const STORES: &[Store] = &[
         columns: &["expires", "sessionToken", "userId"],
         time_column: TimeColumn::UtcOrZoned,
         arguments: "expires_column => 'expires'",
-        note: "Auth.js deletes an expired session only when it is presented.",
+        note: "Auth.js deletes an expired session only when it is presented; the Prisma adapter writes UTC.",
+    },
+    Store {
+        name: "Auth.js / NextAuth verification tokens (pg or Prisma adapter)",
+        columns: &["expires", "identifier", "token"],
+        time_column: TimeColumn::UtcOrZoned,
+        arguments: "expires_column => 'expires'",
+        note: "Auth.js deletes a verification token only when it is used.",
     },
     Store {
         name: "Better Auth",
