@@ -46,5 +46,8 @@ cp sql/archive/session_gc--*.sql "$("$pg_config" --sharedir)/extension/"
 took "package"
 
 echo "== PostgreSQL $v: integration tests on real clusters"
-SESSION_GC_PG_BIN=$("$pg_config" --bindir) cargo test --manifest-path tests/Cargo.toml -- --test-threads=4
+# The real session libraries the framework tests drive, pinned (once per machine and root).
+scripts/libraries.sh "$target/libraries"
+SESSION_GC_LIBRARIES=$(cd "$target/libraries" && pwd) SESSION_GC_PG_BIN=$("$pg_config" --bindir) \
+    cargo test --manifest-path tests/Cargo.toml -- --test-threads=4
 took "integration tests"

@@ -17,8 +17,8 @@ repo=$(cd "$here/.." && pwd)
 ROOT_PACKAGES=(postgresql-17 postgresql-server-dev-17 libclang-dev gcc libc6-dev pkg-config sudo
     ca-certificates python3 python3-venv make libcurl4-openssl-dev liblz4-dev libzstd-dev
     libkrb5-dev libssl-dev libselinux1-dev libxslt1-dev libpam0g-dev libreadline-dev zlib1g-dev
-    libicu-dev tzdata-legacy)
-# tzdata-legacy: trixie moved the zone names PostgreSQL's own builds ship (EST, MST, US/Eastern,
+    libicu-dev tzdata-legacy nodejs npm)
+# nodejs, npm: the real session libraries of the framework tests. tzdata-legacy: trixie moved the zone names PostgreSQL's own builds ship (EST, MST, US/Eastern,
 # ...) out of tzdata; PostgreSQL 15, 16 and 18 here bundle them, so 17 gets them too.
 
 mirror() {
@@ -82,27 +82,30 @@ create() {
 run() {
     create
     local cargo_home=${CARGO_HOME:-$HOME/.cargo} rustup_home=${RUSTUP_HOME:-$HOME/.rustup}
-    local inner
-    # What runs inside: a clean environment, the borrowed toolchain, the source tree as cwd.
-    inner=$(printf '%q ' "$@")
+    # What runs inside: a clean environment with the borrowed toolchain, the machine's
+    # certificate settings and the suite's knobs, the source tree as cwd.
+    local environment=(HOME=/root "TERM=${TERM:-dumb}" "CI=${CI:-}"
+        PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+        CARGO_TARGET_DIR=/session_gc/target/trixie) name
+    for name in SESSION_GC_FUZZ_SEED SESSION_GC_FUZZ_ROUNDS NODE_EXTRA_CA_CERTS SSL_CERT_FILE \
+        REQUESTS_CA_BUNDLE PIP_CERT CURL_CA_BUNDLE; do
+        if [ -n "${!name:-}" ]; then environment+=("$name=${!name}"); fi
+    done
     as_root unshare --mount --propagation private bash -euc '
-        root=$1 repo=$2 cargo_home=$3 rustup_home=$4 inner=$5
+        root=$1 repo=$2 cargo_home=$3 rustup_home=$4; shift 4
         mount -t proc proc "$root/proc"
         mount --rbind /dev "$root/dev"
         mount --bind "$cargo_home" "$root/root/.cargo"
         mount --bind "$rustup_home" "$root/root/.rustup"
         mount --bind "$repo" "$root/session_gc"
-        # The machine'\''s name resolution, certificate authorities and pip settings, so that
-        # cargo and pip inside reach the registries the way they do outside.
+        # The machine'"'"'s name resolution, certificate authorities and pip settings, so that
+        # cargo, pip and npm inside reach the registries the way they do outside.
         cp /etc/resolv.conf "$root/etc/resolv.conf"
         cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
         if [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$root/etc/pip.conf"; fi
-        exec chroot "$root" /usr/bin/env -i HOME=/root TERM="${TERM:-dumb}" CI="${CI:-}" \
-            PATH=/root/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-            CARGO_TARGET_DIR=/session_gc/target/trixie \
-            SESSION_GC_FUZZ_SEED="${SESSION_GC_FUZZ_SEED:-}" SESSION_GC_FUZZ_ROUNDS="${SESSION_GC_FUZZ_ROUNDS:-}" \
-            bash -euc "cd /session_gc && exec $inner"
-    ' trixie "$TRIXIE_ROOT" "$repo" "$cargo_home" "$rustup_home" "$inner"
+        exec chroot "$root" /usr/bin/env -i "$@"
+    ' trixie "$TRIXIE_ROOT" "$repo" "$cargo_home" "$rustup_home" "${environment[@]}" \
+        bash -euc 'cd /session_gc && exec "$@"' inside "$@"
 }
 
 case "${1:-}" in
