@@ -142,3 +142,29 @@ fn connect_pg_simple_pruning_and_session_gc_keep_the_same_sessions() {
         "SELECT sid::text FROM session ORDER BY 1",
     );
 }
+
+#[test]
+fn flask_session_cleanup_and_session_gc_keep_the_same_sessions() {
+    // Flask-Session writes naive UTC whatever the connection's zone.
+    same_survivors(
+        "flask_session",
+        Driver::Python("flask_sessions.py"),
+        "clear",
+        "America/New_York",
+        "SELECT session_gc.register('sessions', expires_column => 'expiry', time_zone => 'UTC')",
+        "SELECT session_id::text FROM sessions ORDER BY 1",
+    );
+}
+
+#[test]
+fn authjs_presenting_every_session_and_session_gc_keep_the_same_sessions() {
+    // Auth.js has no cleanup of its own: it deletes an expired session when it is presented.
+    same_survivors(
+        "authjs_pg",
+        Driver::Node("authjs_pg.mjs"),
+        "present",
+        "UTC",
+        "SELECT session_gc.register('sessions', expires_column => 'expires')",
+        "SELECT \"sessionToken\"::text FROM sessions ORDER BY 1",
+    );
+}
