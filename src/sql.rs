@@ -17,12 +17,16 @@ use crate::error::{GcError, GcResult};
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
 use pgrx::spi::SpiHeapTupleData;
+use pgrx::PgOid;
 use pgrx::{FromDatum, IntoDatum};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 
 /// The settings every statement runs under, and why.
-const PINNED: [(&str, &str); 6] = [
+const PINNED: [(&str, &str); 7] = [
     // Only PostgreSQL's own functions, operators and casts; our objects are qualified.
     ("search_path", "pg_catalog, pg_temp"),
     // Keys and intervals travel as text between statements: one spelling for all callers.
@@ -34,6 +38,10 @@ const PINNED: [(&str, &str); 6] = [
     ("TimeZone", "UTC"),
     // Backslashes in our string literals (regular expressions) are literal.
     ("standard_conforming_strings", "on"),
+    // Statements are kept (`with_kept_plan`) and PostgreSQL chooses, as for any prepared
+    // statement, between planning each execution with its values and a generic plan once
+    // that plan is no costlier: not what a caller happened to set.
+    ("plan_cache_mode", "auto"),
 ];
 
 thread_local! {
@@ -118,7 +126,86 @@ unsafe fn owned_text(value: *const std::ffi::c_char) -> Option<String> {
 
 /// Runs a statement that writes, for its effects.
 pub fn run(query: &str, args: &[DatumWithOid]) -> GcResult<()> {
-    pinned(|| Ok(Spi::run_with_args(query, args)?))
+    if !is_plannable(query) {
+        return pinned(|| Ok(Spi::run_with_args(query, args)?));
+    }
+    rows_written(query, args, |_| Ok(())).map(|_| ())
+}
+
+// Statements run again and again (every batch runs the same few with new values) are parsed
+// once per backend and kept, and planned once when a generic plan is as cheap as the plans for
+// each execution's values (`plan_cache_mode`, pinned). PostgreSQL re-parses a kept statement by itself when an object it uses changes, and
+// keeps it per search_path (pinned too). A kept plan is taken out of the map while it runs, so
+// a statement run meanwhile (from a trigger's error path, say) never finds it borrowed.
+
+/// How many statements are kept; past that, all are let go and kept afresh.
+const KEPT_PLANS: usize = 64;
+
+#[derive(PartialEq, Eq, Hash)]
+struct PlanKey {
+    writes: bool,
+    query: String,
+    types: Vec<u32>,
+}
+
+thread_local! {
+    /// Never dropped at backend exit (freeing plans then is pointless): ManuallyDrop.
+    static KEPT: RefCell<HashMap<PlanKey, ManuallyDrop<OwnedPreparedStatement>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// DML and queries are kept; utility statements (DDL, LOCK) run as they are.
+fn is_plannable(query: &str) -> bool {
+    let first = query
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    matches!(
+        first.as_str(),
+        "SELECT" | "WITH" | "INSERT" | "UPDATE" | "DELETE"
+    )
+}
+
+/// Runs `query` with a kept plan (prepared now if not kept yet), then keeps it again.
+fn with_kept_plan<R>(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    writes: bool,
+    query: &str,
+    args: &[DatumWithOid],
+    run: impl FnOnce(&mut pgrx::spi::SpiClient<'_>, &OwnedPreparedStatement) -> GcResult<R>,
+) -> GcResult<R> {
+    let key = PlanKey {
+        writes,
+        query: query.to_string(),
+        types: args.iter().map(|a| a.oid().to_u32()).collect(),
+    };
+    let kept = KEPT.with(|kept| kept.borrow_mut().remove(&key));
+    let plan = match kept {
+        Some(plan) => ManuallyDrop::into_inner(plan),
+        None => {
+            let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+            let prepared = if writes {
+                client.prepare_mut(query, &types)?
+            } else {
+                client.prepare(query, &types)?
+            };
+            prepared.keep()
+        }
+    };
+    // An error unwinds through here and frees the plan; the next call prepares it again.
+    let result = run(client, &plan)?;
+    KEPT.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        if kept.len() >= KEPT_PLANS {
+            for (_, plan) in kept.drain() {
+                drop(ManuallyDrop::into_inner(plan));
+            }
+        }
+        kept.insert(key, ManuallyDrop::new(plan));
+    });
+    Ok(result)
 }
 
 /// The first column of the first row of a statement that writes (INSERT ... RETURNING).
@@ -181,7 +268,16 @@ pub fn rows<R>(
     args: &[DatumWithOid],
     each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
 ) -> GcResult<Vec<R>> {
-    pinned(|| Spi::connect(|client| map_rows(client.select(query, None, args)?, each)))
+    if !is_plannable(query) {
+        return pinned(|| Spi::connect(|client| map_rows(client.select(query, None, args)?, each)));
+    }
+    pinned(|| {
+        Spi::connect_mut(|client| {
+            with_kept_plan(client, false, query, args, |client, plan| {
+                map_rows(client.select(&**plan, None, args)?, each)
+            })
+        })
+    })
 }
 
 /// Maps every row of a statement that writes (a DELETE ... RETURNING in a CTE).
@@ -190,7 +286,18 @@ pub fn rows_written<R>(
     args: &[DatumWithOid],
     each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
 ) -> GcResult<Vec<R>> {
-    pinned(|| Spi::connect_mut(|client| map_rows(client.update(query, None, args)?, each)))
+    if !is_plannable(query) {
+        return pinned(|| {
+            Spi::connect_mut(|client| map_rows(client.update(query, None, args)?, each))
+        });
+    }
+    pinned(|| {
+        Spi::connect_mut(|client| {
+            with_kept_plan(client, true, query, args, |client, plan| {
+                map_rows(client.update(&**plan, None, args)?, each)
+            })
+        })
+    })
 }
 
 fn map_rows<R>(

@@ -3,13 +3,13 @@
 //! would, with all rules applied in the same pass. (A table with children is walked along its
 //! rules' indexes, which partition pruning keeps to the partitions concerned.)
 //!
-//! The table is walked in ctid order. A batch first finds the (`batch size` + 1)-th expired row
-//! from where the previous batch stopped (the bound), then deletes the expired rows before it in
-//! one plain DELETE of that TID range: at most `batch size` rows, however densely rows lie and
-//! whatever the planner believes. The next batch starts at the bound. The bound is found by
-//! reading a materialized scan of the TID range (which no index can serve, so it comes in
-//! physical order) only as far as needed; nothing in the statements changes how the queries of
-//! the table's triggers and foreign keys are planned.
+//! The table is walked in ctid order. A batch reads the expired rows from where the previous
+//! batch stopped, in physical order, through a materialized scan of the TID range (which no
+//! index can serve) read only as far as needed: the first `batch size` of them are deleted by
+//! their ctids (a TID scan, rules re-checked), the next one is the bound where the next batch
+//! starts. At most `batch size` rows, however densely rows lie and whatever the planner
+//! believes; nothing in the statements changes how the queries of the table's triggers and
+//! foreign keys are planned.
 
 use super::{cutoff_args, is_contention, retrying_moved_rows, Batch, ROW_LOCK_WAIT_MS};
 use crate::error::{GcError, GcResult};
@@ -181,44 +181,40 @@ fn statements(policy: &Policy) -> (String, String) {
         .collect();
     let counts = "pg_catalog.concat_ws(',', count(*) FILTER (WHERE rule = 0), count(*) FILTER (WHERE rule = 1),
                       count(*) FILTER (WHERE rule = 2), count(*) FILTER (WHERE rule = 3))";
-    // The range's rows in physical order, read only as far as the bound needs (a CTE is
-    // evaluated as its reader asks), then the (batch size + 1)-th expired one.
-    let bound = format!(
+    // The range's expired rows in physical order, read only as far as the bound needs (a CTE
+    // is evaluated as its reader asks): the first `batch size` of them are the batch, the next
+    // one is the bound, where the next batch starts. Only expired rows are kept.
+    let scan = format!(
         "scanned AS MATERIALIZED (
-             SELECT s.ctid AS tid, {expired_s} AS expired FROM {name} s
-              WHERE s.ctid >= ${from}::tid AND s.ctid < ${end}::tid),
+             SELECT s.ctid AS tid FROM {name} s
+              WHERE s.ctid >= ${from}::tid AND s.ctid < ${end}::tid AND {expired_s}),
          bound AS MATERIALIZED (
-             SELECT r.tid AS upper FROM scanned r WHERE r.expired OFFSET ${size} LIMIT 1)",
+             SELECT r.tid AS upper FROM scanned r OFFSET ${size} LIMIT 1)",
         expired_s = any_expired("s"),
     );
-    let before_bound = |alias: &str| {
-        format!(
-            "{alias}.ctid >= ${from}::tid
-             AND {alias}.ctid < coalesce((SELECT upper FROM bound), ${end}::tid)"
-        )
-    };
+    // The batch's rows are fetched again by their ctids (a TID scan), not by scanning the range
+    // again with the live rows in it.
+    let batch_tids = format!("ARRAY(SELECT r.tid FROM scanned r LIMIT ${size})");
     // The DELETE's own WHERE re-checks the rules on each row, after any wait.
     let range_delete = format!(
-        "WITH {bound},
+        "WITH {scan},
          gone AS (
-             DELETE FROM {name} t WHERE {range} AND {expired}
+             DELETE FROM {name} t WHERE t.ctid = ANY ({batch_tids}) AND {expired}
              RETURNING CASE {classify} END AS rule)
          SELECT {counts}, (SELECT upper::text FROM bound) FROM gone",
-        range = before_bound("t"),
         expired = any_expired("t"),
         classify = classify.join(" "),
     );
     let skip_delete = format!(
-        "WITH {bound},
+        "WITH {scan},
          batch AS MATERIALIZED (
              SELECT s.ctid AS tid FROM {name} s
-              WHERE {range_s} AND {expired_s} FOR UPDATE OF s SKIP LOCKED),
+              WHERE s.ctid = ANY ({batch_tids}) AND {expired_s} FOR UPDATE OF s SKIP LOCKED),
          gone AS (
              DELETE FROM {name} t USING batch b
               WHERE t.ctid = b.tid AND {expired}
               RETURNING CASE {classify} END AS rule)
          SELECT {counts}, (SELECT upper::text FROM bound) FROM gone",
-        range_s = before_bound("s"),
         expired_s = any_expired("s"),
         expired = any_expired("t"),
         classify = classify.join(" "),
