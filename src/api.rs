@@ -912,20 +912,15 @@ fn known_time_zone(zone: &str) -> GcResult<String> {
         .into_iter()
         .filter_map(|name| Some((name, sql::current_setting(name)?)))
         .collect();
-    let (offset_seconds, name) = {
-        let _context = sql::Pinned::enter();
-        for (setting, value) in &callers {
-            txn::set_guc(setting, value, pg_sys::GucAction::GUC_ACTION_SAVE);
-        }
-        sql::two::<i64, String>(
-            "SELECT (SELECT extract(epoch FROM a.utc_offset)::int8
-                       FROM pg_catalog.pg_timezone_abbrevs a WHERE lower(a.abbrev) = lower($1)
-                      LIMIT 1),
-                    (SELECT min(n.name) FROM pg_catalog.pg_timezone_names n
-                      WHERE lower(n.name) = lower($1))",
-            &[zone.into()],
-        )?
-    };
+    let (offset_seconds, name) = sql::two_as_caller_reads::<i64, String>(
+        &callers,
+        "SELECT (SELECT extract(epoch FROM a.utc_offset)::int8
+                   FROM pg_catalog.pg_timezone_abbrevs a WHERE lower(a.abbrev) = lower($1)
+                  LIMIT 1),
+                (SELECT min(n.name) FROM pg_catalog.pg_timezone_names n
+                  WHERE lower(n.name) = lower($1))",
+        &[zone.into()],
+    )?;
     match (offset_seconds, name) {
         (Some(offset), _) => Ok(fixed_offset_zone(offset)),
         (None, Some(name)) => Ok(name),

@@ -107,7 +107,7 @@ fn as_extension_owner_with<R>(settings: &[(&str, String)], work: impl FnOnce() -
 
 /// The extension's owner.
 fn extension_owner() -> Option<pg_sys::Oid> {
-    sql::one::<pg_sys::Oid>(
+    sql::one_kept::<pg_sys::Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'session_gc'::pg_catalog.name",
         &[],
     )

@@ -199,24 +199,24 @@ impl Rule {
         let args = [self.cutoff_offset.as_str().into(), time_zone.into()];
         let cutoff = match self.column_kind {
             ColumnKind::Timestamptz => {
-                sql::one::<TimestampWithTimeZone>("SELECT now() - $1::interval", &args)?
+                sql::one_kept::<TimestampWithTimeZone>("SELECT now() - $1::interval", &args)?
                     .map(Cutoff::Timestamptz)
             }
             ColumnKind::Timestamp => {
-                sql::one::<Timestamp>("SELECT (now() - $1::interval) AT TIME ZONE $2", &args)?
+                sql::one_kept::<Timestamp>("SELECT (now() - $1::interval) AT TIME ZONE $2", &args)?
                     .map(Cutoff::Timestamp)
             }
-            ColumnKind::Date => sql::one::<Date>(
+            ColumnKind::Date => sql::one_kept::<Date>(
                 "SELECT ((now() - $1::interval) AT TIME ZONE $2)::date",
                 &args,
             )?
             .map(Cutoff::Date),
-            ColumnKind::EpochSeconds => sql::one::<i64>(
+            ColumnKind::EpochSeconds => sql::one_kept::<i64>(
                 "SELECT floor(extract(epoch FROM now() - $1::interval))::int8",
                 &args,
             )?
             .map(Cutoff::Epoch),
-            ColumnKind::EpochMillis => sql::one::<i64>(
+            ColumnKind::EpochMillis => sql::one_kept::<i64>(
                 "SELECT floor(extract(epoch FROM now() - $1::interval) * 1000)::int8",
                 &args,
             )?
@@ -988,7 +988,7 @@ pub fn lock_committed_version(
         pg_sys::LockRelationOid(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE)
     });
     // Read under the table's lock: what the batch will act on.
-    let table_version = sql::one::<String>(
+    let table_version = sql::one_kept::<String>(
         "SELECT c.xmin::text FROM pg_catalog.pg_class c WHERE c.oid = $1",
         &[relid.into()],
     )?;

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 
 /// The settings every statement runs under, and why.
-const PINNED: [(&str, &str); 7] = [
+const PINNED: [(&str, &str); 6] = [
     // Only PostgreSQL's own functions, operators and casts; our objects are qualified.
     ("search_path", "pg_catalog, pg_temp"),
     // Keys and intervals travel as text between statements: one spelling for all callers.
@@ -38,10 +38,6 @@ const PINNED: [(&str, &str); 7] = [
     ("TimeZone", "UTC"),
     // Backslashes in our string literals (regular expressions) are literal.
     ("standard_conforming_strings", "on"),
-    // Statements are kept (`with_kept_plan`) and PostgreSQL chooses, as for any prepared
-    // statement, between planning each execution with its values and a generic plan once
-    // that plan is no costlier: not what a caller happened to set.
-    ("plan_cache_mode", "auto"),
 ];
 
 thread_local! {
@@ -126,22 +122,28 @@ unsafe fn owned_text(value: *const std::ffi::c_char) -> Option<String> {
 
 /// Runs a statement that writes, for its effects.
 pub fn run(query: &str, args: &[DatumWithOid]) -> GcResult<()> {
-    if !is_plannable(query) {
+    if !is_kept(query) {
         return pinned(|| Ok(Spi::run_with_args(query, args)?));
     }
     rows_written(query, args, |_| Ok(())).map(|_| ())
 }
 
-// Statements run again and again (every batch runs the same few with new values) are parsed
-// once per backend and kept, and planned once when a generic plan is as cheap as the plans for
-// each execution's values (`plan_cache_mode`, pinned). PostgreSQL re-parses a kept statement by itself when an object it uses changes, and
-// keeps it per search_path (pinned too). A kept plan is taken out of the map while it runs, so
-// a statement run meanwhile (from a trigger's error path, say) never finds it borrowed.
+// Statements that write run again and again (every batch runs the same few with new values):
+// they are parsed once per backend and kept, and PostgreSQL plans each execution with its values
+// until, by its usual rule for prepared statements, a generic plan costs no more (under the
+// server's `plan_cache_mode`, which session_gc leaves alone so that the queries of the table's
+// triggers and foreign keys are planned as the DBA set). PostgreSQL re-parses a kept statement
+// by itself when an object it uses changes, and keeps it per search_path (pinned). A kept plan
+// is taken out of the map while it runs, so a statement run meanwhile never finds it borrowed,
+// and put back however the run ends: an error (a lock timeout the walk then works around) does
+// not harm a kept plan. Reads are planned each time (a count over a large table, for stats() or
+// a dry run, may then use parallel workers, which a kept plan never does), but for the small
+// ones every batch runs (`one_kept`).
 
-/// How many statements are kept; past that, all are let go and kept afresh.
+/// How many statements are kept; past that, one is let go for each new one.
 const KEPT_PLANS: usize = 64;
 
-#[derive(PartialEq, Eq, Hash)]
+#[derive(PartialEq, Eq, Hash, Clone)]
 struct PlanKey {
     writes: bool,
     query: String,
@@ -154,8 +156,9 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
-/// DML and queries are kept; utility statements (DDL, LOCK) run as they are.
-fn is_plannable(query: &str) -> bool {
+/// Statements the write door keeps: DML and row-locking queries; utility statements (DDL,
+/// LOCK) run as they are.
+fn is_kept(query: &str) -> bool {
     let first = query
         .trim_start()
         .split(|c: char| !c.is_ascii_alphabetic())
@@ -168,7 +171,36 @@ fn is_plannable(query: &str) -> bool {
     )
 }
 
-/// Runs `query` with a kept plan (prepared now if not kept yet), then keeps it again.
+/// Gives a kept plan back to the map when dropped, on success and on unwinding alike.
+struct Borrowed {
+    key: PlanKey,
+    plan: Option<OwnedPreparedStatement>,
+}
+
+impl Drop for Borrowed {
+    fn drop(&mut self) {
+        let Some(plan) = self.plan.take() else {
+            return;
+        };
+        KEPT.with(|kept| {
+            let Ok(mut kept) = kept.try_borrow_mut() else {
+                return; // dropped here, which frees it
+            };
+            if kept.len() >= KEPT_PLANS {
+                let evicted = kept.keys().next().cloned();
+                if let Some(old) = evicted.and_then(|key| kept.remove(&key)) {
+                    drop(ManuallyDrop::into_inner(old));
+                }
+            }
+            // A statement run again while this one ran was prepared anew: one is enough.
+            if let Some(twin) = kept.insert(self.key.clone(), ManuallyDrop::new(plan)) {
+                drop(ManuallyDrop::into_inner(twin));
+            }
+        });
+    }
+}
+
+/// Runs a statement with its kept plan (prepared now if not kept yet).
 fn with_kept_plan<R>(
     client: &mut pgrx::spi::SpiClient<'_>,
     writes: bool,
@@ -186,26 +218,29 @@ fn with_kept_plan<R>(
         Some(plan) => ManuallyDrop::into_inner(plan),
         None => {
             let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
-            let prepared = if writes {
-                client.prepare_mut(query, &types)?
+            if writes {
+                client.prepare_mut(query, &types)?.keep()
             } else {
-                client.prepare(query, &types)?
-            };
-            prepared.keep()
-        }
-    };
-    // An error unwinds through here and frees the plan; the next call prepares it again.
-    let result = run(client, &plan)?;
-    KEPT.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        if kept.len() >= KEPT_PLANS {
-            for (_, plan) in kept.drain() {
-                drop(ManuallyDrop::into_inner(plan));
+                client.prepare(query, &types)?.keep()
             }
         }
-        kept.insert(key, ManuallyDrop::new(plan));
-    });
-    Ok(result)
+    };
+    let borrowed = Borrowed {
+        key,
+        plan: Some(plan),
+    };
+    match &borrowed.plan {
+        Some(plan) => run(client, plan),
+        None => unreachable_plan(),
+    }
+}
+
+/// `Borrowed::plan` is only taken in its Drop.
+fn unreachable_plan<R>() -> GcResult<R> {
+    Err(GcError::new(
+        pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        "a kept plan went missing",
+    ))
 }
 
 /// The first column of the first row of a statement that writes (INSERT ... RETURNING).
@@ -262,22 +297,54 @@ where
     .unwrap_or((None, None, None)))
 }
 
+/// Like `one`, with a kept plan: for the small reads every batch runs (a cutoff, a catalog
+/// row), never for a count over a table.
+pub fn one_kept<T: FromDatum + IntoDatum>(
+    query: &str,
+    args: &[DatumWithOid],
+) -> GcResult<Option<T>> {
+    let found = pinned(|| {
+        Spi::connect_mut(|client| {
+            with_kept_plan(client, false, query, args, |client, plan| {
+                map_rows(client.select(plan, None, args)?, |row| Ok(row.get::<T>(1)?))
+            })
+        })
+    })?;
+    Ok(found.into_iter().next().flatten())
+}
+
+/// The first two columns of the first row of a read that must see some of the caller's own
+/// settings (`settings`, applied over the pinned ones for this read only): how the caller's
+/// `timezone_abbreviations` reads a zone abbreviation, say.
+pub fn two_as_caller_reads<A, B>(
+    settings: &[(&str, String)],
+    query: &str,
+    args: &[DatumWithOid],
+) -> GcResult<(Option<A>, Option<B>)>
+where
+    A: FromDatum + IntoDatum,
+    B: FromDatum + IntoDatum,
+{
+    let _context = Pinned::enter();
+    for (name, value) in settings {
+        crate::txn::set_guc(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
+    }
+    // Straight to SPI: the other doors would pin these settings back.
+    let found = Spi::connect(|client| {
+        map_rows(client.select(query, None, args)?, |row| {
+            Ok((row.get::<A>(1)?, row.get::<B>(2)?))
+        })
+    })?;
+    Ok(found.into_iter().next().unwrap_or((None, None)))
+}
+
 /// Maps every row of a read (read-only while the transaction has written nothing).
 pub fn rows<R>(
     query: &str,
     args: &[DatumWithOid],
     each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
 ) -> GcResult<Vec<R>> {
-    if !is_plannable(query) {
-        return pinned(|| Spi::connect(|client| map_rows(client.select(query, None, args)?, each)));
-    }
-    pinned(|| {
-        Spi::connect_mut(|client| {
-            with_kept_plan(client, false, query, args, |client, plan| {
-                map_rows(client.select(&**plan, None, args)?, each)
-            })
-        })
-    })
+    pinned(|| Spi::connect(|client| map_rows(client.select(query, None, args)?, each)))
 }
 
 /// Maps every row of a statement that writes (a DELETE ... RETURNING in a CTE).
@@ -286,7 +353,7 @@ pub fn rows_written<R>(
     args: &[DatumWithOid],
     each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
 ) -> GcResult<Vec<R>> {
-    if !is_plannable(query) {
+    if !is_kept(query) {
         return pinned(|| {
             Spi::connect_mut(|client| map_rows(client.update(query, None, args)?, each))
         });
@@ -294,7 +361,7 @@ pub fn rows_written<R>(
     pinned(|| {
         Spi::connect_mut(|client| {
             with_kept_plan(client, true, query, args, |client, plan| {
-                map_rows(client.update(&**plan, None, args)?, each)
+                map_rows(client.update(plan, None, args)?, each)
             })
         })
     })

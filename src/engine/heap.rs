@@ -156,6 +156,9 @@ fn statements(policy: &Policy) -> (String, String) {
     let n = policy.rules.len();
     let (from, end, size) = (n + 1, n + 2, n + 3);
     let name = &policy.quoted_table;
+    // The coalesce is load-bearing: no index matches a predicate so wrapped, so the scan below
+    // comes in physical order (a TID range scan) and never in an index's key order, which would
+    // make the bound skip rows before it.
     let any_expired = |alias: &str| {
         let each: Vec<String> = policy
             .rules

@@ -518,6 +518,13 @@ fn a_zone_abbreviation_reads_the_same_for_every_caller() {
     assert_eq!(dry.deleted, 100);
     assert_eq!(cleanup_row(&mut c, "").deleted, 100);
     assert_eq!(count(&mut c, "s"), 50, "no live session deleted");
+    // Registered from this session, which reads the Australia file, 'EST' is ten hours east.
+    let _: String = scalar(
+        &mut c,
+        "SELECT session_gc.register('s', expires_column => 'expires', time_zone => 'EST')",
+    );
+    let stored: String = scalar(&mut c, "SELECT time_zone FROM session_gc.policies");
+    assert!(stored.starts_with("<+10>"), "{stored}");
     // A zone set as an offset (what SET TIME ZONE INTERVAL leaves) is a POSIX zone, kept as
     // PostgreSQL spells it.
     c.batch_execute("SET TIME ZONE INTERVAL '+05:30' HOUR TO MINUTE")
