@@ -3,7 +3,7 @@
 //! recipe with its reasons). Only names and types are read; nothing here decides a purge.
 
 use crate::error::GcResult;
-use crate::policy::TableInfo;
+use crate::policy::{ColumnKind, TableInfo};
 use crate::sql;
 use pgrx::spi::quote_literal;
 
@@ -150,10 +150,9 @@ pub fn suggested_call(info: &TableInfo) -> GcResult<Option<String>> {
     else {
         return Ok(None);
     };
-    let naive = matches!(
-        type_of(store.columns[0]),
-        Some("timestamp without time zone" | "date")
-    );
+    let naive = [ColumnKind::Timestamp, ColumnKind::Date]
+        .iter()
+        .any(|kind| type_of(store.columns[0]) == Some(kind.type_name()));
     let zone = match (naive, store.time_column) {
         (false, _) | (true, TimeColumn::Epoch) => String::new(),
         (true, TimeColumn::UtcOrZoned) => ", time_zone => 'UTC'".into(),

@@ -174,14 +174,13 @@ fn is_kept(query: &str) -> bool {
 /// Gives a kept plan back to the map when dropped, on success and on unwinding alike.
 struct Borrowed {
     key: PlanKey,
-    plan: Option<OwnedPreparedStatement>,
+    plan: ManuallyDrop<OwnedPreparedStatement>,
 }
 
 impl Drop for Borrowed {
     fn drop(&mut self) {
-        let Some(plan) = self.plan.take() else {
-            return;
-        };
+        // SAFETY: `plan` is taken once, here, and `self` is not used after.
+        let plan = unsafe { ManuallyDrop::take(&mut self.plan) };
         KEPT.with(|kept| {
             let Ok(mut kept) = kept.try_borrow_mut() else {
                 return; // dropped here, which frees it
@@ -215,32 +214,18 @@ fn with_kept_plan<R>(
     };
     let kept = KEPT.with(|kept| kept.borrow_mut().remove(&key));
     let plan = match kept {
-        Some(plan) => ManuallyDrop::into_inner(plan),
-        None => {
+        Some(plan) => plan,
+        None => ManuallyDrop::new({
             let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
             if writes {
                 client.prepare_mut(query, &types)?.keep()
             } else {
                 client.prepare(query, &types)?.keep()
             }
-        }
+        }),
     };
-    let borrowed = Borrowed {
-        key,
-        plan: Some(plan),
-    };
-    match &borrowed.plan {
-        Some(plan) => run(client, plan),
-        None => unreachable_plan(),
-    }
-}
-
-/// `Borrowed::plan` is only taken in its Drop.
-fn unreachable_plan<R>() -> GcResult<R> {
-    Err(GcError::new(
-        pgrx::PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        "a kept plan went missing",
-    ))
+    let borrowed = Borrowed { key, plan };
+    run(client, &borrowed.plan)
 }
 
 /// The first column of the first row of a statement that writes (INSERT ... RETURNING).

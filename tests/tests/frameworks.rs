@@ -198,16 +198,22 @@ struct Recipe {
     setup: String,
 }
 
-fn readme_recipe(heading: &str) -> Recipe {
+/// The README's "Frameworks" section.
+fn frameworks_section() -> String {
     let readme = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
     )
     .expect("README.md");
-    let section = readme
+    readme
         .split("\n## Frameworks\n")
         .nth(1)
         .and_then(|rest| rest.split("\n## ").next())
-        .expect("a Frameworks section");
+        .expect("a Frameworks section")
+        .to_string()
+}
+
+fn readme_recipe(heading: &str) -> Recipe {
+    let section = frameworks_section();
     let recipe = section
         .split("\n### ")
         .skip(1)
@@ -380,15 +386,7 @@ recipe_tests! {
 /// Every README recipe has a test, and every test a recipe.
 #[test]
 fn every_recipe_in_the_readme_is_tested() {
-    let readme = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
-    )
-    .expect("README.md");
-    let section = readme
-        .split("\n## Frameworks\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .expect("a Frameworks section");
+    let section = frameworks_section();
     let headings: Vec<&str> = section
         .split("\n### ")
         .skip(1)
