@@ -18,11 +18,12 @@ use pgrx::spi::quote_literal;
 use pgrx::{pg_sys, PgSqlErrorCode};
 use std::time::{Duration, Instant};
 
-/// Registers (or, called again, replaces) the expiry policy of one table.
-/// (`_v2`: the C symbol of 0.2.0's signature; 0.1.0's lives on in `legacy`.)
+/// Registers (or, called again with the same `policy_name`, replaces) an expiry policy of one
+/// table. A table may have several policies, each about the rows its `row_filter` selects.
+/// (`_v4`: the C symbol of 0.4.0's signature; earlier ones live on in `legacy`.)
 #[allow(clippy::too_many_arguments)]
 #[pg_extern(name = "register", volatile, parallel_unsafe)]
-fn register_v2(
+fn register_v4(
     tbl: Option<RegClass>,
     expires_column: default!(Option<Name>, "NULL"),
     idle_column: default!(Option<Name>, "NULL"),
@@ -39,9 +40,12 @@ fn register_v2(
     user_column: default!(Option<Name>, "NULL"),
     max_per_user: default!(Option<i32>, "NULL"),
     activity_column: default!(Option<Name>, "NULL"),
+    row_filter: default!(Option<String>, "NULL"),
+    policy_name: default!(Option<String>, "'default'"),
 ) -> String {
     schema::require_current().or_raise();
     let relid = required_table(tbl).or_raise();
+    let policy_name = required_policy_name(policy_name).or_raise();
     let spec = RuleSpec {
         expires_column: expires_column.map(|n| n.0),
         idle_column: idle_column.map(|n| n.0),
@@ -55,12 +59,35 @@ fn register_v2(
         max_per_user,
         activity_column: activity_column.map(|n| n.0),
         strategy,
+        row_filter,
     };
-    register_policy(relid, &spec, time_zone, batch_size, enabled.unwrap_or(true)).or_raise()
+    register_policy(
+        relid,
+        &policy_name,
+        &spec,
+        time_zone,
+        batch_size,
+        enabled.unwrap_or(true),
+    )
+    .or_raise()
+}
+
+/// A policy's name: given, not empty, at most 63 bytes (an identifier's length).
+fn required_policy_name(name: Option<String>) -> GcResult<String> {
+    match name {
+        Some(name) if !name.trim().is_empty() && name.len() < 64 => Ok(name),
+        given => Err(GcError::invalid_parameter(format!(
+            "invalid policy_name {}",
+            given.map_or("NULL".into(), |n| quote_literal(&n))
+        ))
+        .detail("A policy's name tells the policies of one table apart.")
+        .hint("Pass a short name such as 'session', or leave policy_name out ('default').")),
+    }
 }
 
 fn register_policy(
     relid: pg_sys::Oid,
+    policy_name: &str,
     spec: &RuleSpec,
     time_zone: Option<String>,
     batch_size: Option<i32>,
@@ -73,6 +100,7 @@ fn register_policy(
         check_batch_size(size)?;
     }
     let resolved = policy::resolve(&info, spec)?;
+    check_shared_table(&info, policy_name, &resolved)?;
     let naive_rules: Vec<&policy::Rule> = resolved
         .rules
         .iter()
@@ -101,10 +129,10 @@ fn register_policy(
             "INSERT INTO session_gc.policies AS p
                  (table_name, expires_column, idle_column, idle_timeout, created_column, max_age,
                   active_column, grace, epoch_unit, time_zone, batch_size, enabled, registered_by,
-                  strategy, user_column, max_per_user, activity_column)
+                  strategy, user_column, max_per_user, activity_column, policy_name, row_filter)
              VALUES ($1::oid::regclass, $2, $3, $4::interval, $5, $6::interval, $7, $8::interval,
-                     $9, $10, $11, $12, session_user, $13, $14, $15, $16)
-             ON CONFLICT (table_name) DO UPDATE SET
+                     $9, $10, $11, $12, session_user, $13, $14, $15, $16, $17, $18)
+             ON CONFLICT (table_name, policy_name) DO UPDATE SET
                  expires_column = EXCLUDED.expires_column, idle_column = EXCLUDED.idle_column,
                  idle_timeout = EXCLUDED.idle_timeout, created_column = EXCLUDED.created_column,
                  max_age = EXCLUDED.max_age, active_column = EXCLUDED.active_column,
@@ -112,7 +140,8 @@ fn register_policy(
                  time_zone = EXCLUDED.time_zone, batch_size = EXCLUDED.batch_size,
                  enabled = EXCLUDED.enabled, strategy = EXCLUDED.strategy,
                  user_column = EXCLUDED.user_column, max_per_user = EXCLUDED.max_per_user,
-                 activity_column = EXCLUDED.activity_column, updated_at = now()",
+                 activity_column = EXCLUDED.activity_column, row_filter = EXCLUDED.row_filter,
+                 updated_at = now()",
             &[
                 relid.into(),
                 spec.expires_column.clone().into(),
@@ -131,10 +160,14 @@ fn register_policy(
                 spec.max_per_user.into(),
                 // Stored as given: NULL keeps following idle_column / created_column.
                 spec.activity_column.clone().into(),
+                policy_name.into(),
+                spec.row_filter.clone().into(),
             ],
         )?;
         Ok::<_, GcError>(())
     })?;
+    // The table's policies together must load as one (written in this transaction, so seen).
+    Policy::load(relid)?;
     let mut described: Vec<String> = resolved.rules.iter().map(|r| r.describe()).collect();
     if let Some(cap) = &resolved.cap {
         described.push(format!(
@@ -156,12 +189,44 @@ fn register_policy(
         policy::Strategy::DropPartitions { .. } => "; expired partitions are dropped whole",
         policy::Strategy::DeleteRows => "",
     };
+    let named = if policy_name == "default" {
+        String::new()
+    } else {
+        format!(" (policy {})", quote_literal(policy_name))
+    };
     Ok(format!(
-        "{}: rows are purged when {}{partitions}{}",
+        "{}{named}: rows are purged when {}{partitions}{}",
         info.display_name,
         described.join(", or "),
         if enabled { "" } else { " (disabled)" }
     ))
+}
+
+/// Refuses a policy that cannot share its table with the table's other policies: one that drops
+/// partitions, or a second per-user cap.
+fn check_shared_table(
+    info: &TableInfo,
+    policy_name: &str,
+    resolved: &policy::Resolved,
+) -> GcResult<()> {
+    let (others, other_drops, other_caps) = identity::as_extension_owner(|| {
+        sql::three::<i64, bool, bool>(
+            "SELECT count(*)::int8, coalesce(bool_or(strategy = 'drop_partitions'), false),
+                    coalesce(bool_or(max_per_user IS NOT NULL), false)
+               FROM session_gc.policies
+              WHERE table_name = $1::oid::regclass AND policy_name <> $2",
+            &[info.relid.into(), policy_name.into()],
+        )
+    })?;
+    let others = others.unwrap_or(0);
+    let drops = matches!(resolved.strategy, policy::Strategy::DropPartitions { .. });
+    if others > 0 && (drops || other_drops == Some(true)) {
+        return Err(policy::shared_table(info, "drop_partitions"));
+    }
+    if resolved.cap.is_some() && other_caps == Some(true) {
+        return Err(policy::shared_table(info, "max_per_user"));
+    }
+    Ok(())
 }
 
 /// register() will not guess in which zone an application wrote a wall-clock time: the session's
@@ -189,11 +254,12 @@ fn time_zone_needed(info: &TableInfo, naive_rules: &[&policy::Rule]) -> GcError 
     )
 }
 
-/// Removes the policy of a table. Its history stays until trimmed. The policy of a table that
-/// no longer exists can be removed by its OID (`unregister(16384)`) by a superuser or a member
-/// of the role that registered it.
-#[pg_extern(volatile, parallel_unsafe)]
-fn unregister(tbl: Option<RegClass>) -> bool {
+/// Removes the policies of a table, or the one named. Its history stays until trimmed. The
+/// policy of a table that no longer exists can be removed by its OID (`unregister(16384)`) by
+/// a superuser or a member of the role that registered it.
+/// (`_v4`: the C symbol of 0.4.0's signature; 0.3.0's lives on in `legacy`.)
+#[pg_extern(name = "unregister", volatile, parallel_unsafe)]
+fn unregister_v4(tbl: Option<RegClass>, policy_name: default!(Option<String>, "NULL")) -> bool {
     schema::require_current().or_raise();
     let relid = required_table(tbl).or_raise();
     let display_name = match policy::table_info(relid) {
@@ -211,15 +277,29 @@ fn unregister(tbl: Option<RegClass>) -> bool {
     };
     let removed = identity::as_extension_owner(|| {
         sql::write_one::<i64>(
-            "WITH gone AS (DELETE FROM session_gc.policies WHERE table_name::oid = $1 RETURNING 1)
+            "WITH gone AS (DELETE FROM session_gc.policies
+                            WHERE table_name::oid = $1 AND policy_name = coalesce($2, policy_name)
+                            RETURNING 1)
              SELECT count(*)::int8 FROM gone",
-            &[relid.into()],
+            &[relid.into(), policy_name.clone().into()],
         )
     })
     .or_raise()
     .unwrap_or(0);
     if removed == 0 {
-        no_policy(&display_name).raise();
+        match policy_name {
+            Some(name) => GcError::new(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!(
+                    "table {display_name} has no session_gc policy named {}",
+                    quote_literal(&name)
+                ),
+            )
+            .detail("policy_name picks one of the table's policies.")
+            .hint("SELECT policy_name FROM session_gc.policies lists them; leave policy_name out to remove them all."),
+            None => no_policy(&display_name),
+        }
+        .raise();
     }
     true
 }
@@ -782,14 +862,18 @@ fn visible_policies(only_enabled: bool) -> GcResult<Vec<pg_sys::Oid>> {
 /// a member of the role that registered it.
 fn may_remove_orphan(relid: pg_sys::Oid) -> GcResult<bool> {
     let registered_by = identity::as_extension_owner(|| {
-        sql::one::<pg_sys::Oid>(
+        sql::rows(
             "SELECT r.oid FROM session_gc.policies p JOIN pg_catalog.pg_roles r
                  ON r.rolname = p.registered_by
               WHERE p.table_name::oid = $1",
             &[relid.into()],
+            |row| Ok(row.get::<pg_sys::Oid>(1)?),
         )
     })?;
-    Ok(unsafe { pg_sys::superuser() } || registered_by.is_some_and(identity::acts_as))
+    Ok(
+        unsafe { pg_sys::superuser() }
+            || registered_by.into_iter().flatten().any(identity::acts_as),
+    )
 }
 
 fn load_owned(relid: pg_sys::Oid) -> GcResult<Policy> {

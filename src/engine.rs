@@ -301,7 +301,7 @@ impl PartitionWalk {
               ORDER BY b.upper::{ty}"
         );
         let expired = identity::as_table_owner(policy.owner, || {
-            let cutoff = rule.cutoff(&policy.time_zone)?;
+            let cutoff = rule.cutoff()?;
             let found = sql::rows(&sql, &[cutoff.arg(), policy.relid.into()], |row| {
                 Ok((row.get::<pg_sys::Oid>(1)?, row.get::<String>(2)?))
             })?;
@@ -640,7 +640,7 @@ fn retrying_moved_rows<R>(mut batch: impl FnMut() -> GcResult<R>) -> GcResult<R>
 fn cutoff_args(policy: &Policy) -> GcResult<Vec<pgrx::datum::DatumWithOid<'static>>> {
     let mut args = Vec::with_capacity(policy.rules.len() + 2);
     for rule in &policy.rules {
-        args.push(rule.cutoff(&policy.time_zone)?.arg());
+        args.push(rule.cutoff()?.arg());
     }
     Ok(args)
 }
@@ -684,7 +684,7 @@ impl IndexWalk {
             .unwrap_or_else(|| rule.column_kind.lowest_key().to_string());
         let run = |statement: &str, lock_timeout_ms: i32| {
             identity::as_table_owner_waiting(policy.owner, lock_timeout_ms, || {
-                let cutoff = rule.cutoff(&policy.time_zone)?;
+                let cutoff = rule.cutoff()?;
                 let rows = sql::rows_written(
                     statement,
                     &[cutoff.arg(), start_key.as_str().into(), batch_size.into()],
@@ -784,7 +784,7 @@ pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
         let count = policy.rules.len();
         let mut cutoffs = Vec::with_capacity(count);
         for rule in &policy.rules {
-            cutoffs.push(rule.cutoff(&policy.time_zone)?);
+            cutoffs.push(rule.cutoff()?);
         }
         let mut census = Census {
             exact: true,
@@ -810,7 +810,7 @@ pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
             let mut args: Vec<pgrx::datum::DatumWithOid> =
                 cutoffs.iter().map(|cutoff: &Cutoff| cutoff.arg()).collect();
             args.push(rule.lifetime.as_str().into());
-            args.push(policy.time_zone.as_str().into());
+            args.push(rule.time_zone.as_str().into());
             let estimate = match counting {
                 Counting::Exact => None,
                 Counting::Estimate | Counting::Auto => {
@@ -836,7 +836,7 @@ pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
                 )?,
             };
             census.exact &= estimate.is_none();
-            census.expired_by_rule[rule.kind.index()] = expired.unwrap_or(0);
+            census.expired_by_rule[rule.kind.index()] += expired.unwrap_or(0);
             if let Some(oldest) = oldest {
                 if census.oldest_expired.is_none_or(|current| oldest < current) {
                     census.oldest_expired = Some(oldest);

@@ -120,7 +120,7 @@ const STORES: &[Store] = &[
         columns: &["inserted_at", "token", "context"],
         time_column: TimeColumn::UtcOrZoned,
         arguments: "created_column => 'inserted_at', max_age => '60 days'",
-        note: "max_age is the longest validity of any context (session tokens: 60 days in Phoenix 1.7, 14 in 1.8); Ecto writes UTC.",
+        note: "max_age is the longest validity of any context (session tokens: 60 days in Phoenix 1.7, 14 in 1.8), so no valid token is deleted; one policy per context (policy_name, row_filter => $$context = 'reset_password'$$, its own max_age) purges each at its own time; Ecto writes UTC.",
     },
 ];
 

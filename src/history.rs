@@ -73,10 +73,11 @@ pub fn backing_off(relid: pg_sys::Oid, interval: std::time::Duration) -> GcResul
                   WHERE h.relid = $1 AND h.trigger = 'worker' AND h.status <> 'error'),
              failures AS (
                  SELECT count(*) AS n, max(h.finished_at) AS latest
-                   FROM session_gc.history h, last_success s, session_gc.policies p
+                   FROM session_gc.history h, last_success s
                   WHERE h.relid = $1 AND h.trigger = 'worker' AND h.status = 'error'
-                    AND h.id > s.id AND p.table_name = $1::oid::regclass
-                    AND h.started_at >= p.updated_at)
+                    AND h.id > s.id
+                    AND h.started_at >= (SELECT max(p.updated_at) FROM session_gc.policies p
+                                          WHERE p.table_name = $1::oid::regclass))
              SELECT f.n >= 2 AND pg_catalog.now() < f.latest + LEAST(
                         pg_catalog.make_interval(secs => $2) * pg_catalog.power(2, LEAST(f.n - 1, 20)),
                         GREATEST(pg_catalog.make_interval(secs => $2), interval '1 hour'))
@@ -135,7 +136,9 @@ pub fn finish(
             "INSERT INTO session_gc.totals AS t (table_name, runs, deleted_total, last_run, last_deleted,
                                                  last_status, partitions_dropped_total, errors_total)
              SELECT p.table_name, 1, $2, now(), $2, $3, $4, (CASE WHEN $3 = 'error' THEN 1 ELSE 0 END) FROM session_gc.policies p
-              WHERE p.table_name = $1::oid::regclass
+              WHERE p.table_name = $1::oid::regclass AND p.policy_name = (
+                    SELECT min(q.policy_name) FROM session_gc.policies q
+                     WHERE q.table_name = $1::oid::regclass)
              ON CONFLICT (table_name) DO UPDATE
                 SET runs = t.runs + 1, deleted_total = t.deleted_total + $2,
                     last_run = now(), last_deleted = $2, last_status = $3,
@@ -226,7 +229,8 @@ pub fn fail_orphaned_runs() -> GcResult<i64> {
                                                      partitions_dropped_total, errors_total)
                  SELECT p.table_name, r.runs, r.deleted, pg_catalog.now(), r.deleted, 'error',
                         r.dropped, r.runs
-                   FROM per_table r JOIN session_gc.policies p
+                   FROM per_table r
+                   JOIN (SELECT DISTINCT q.table_name FROM session_gc.policies q) p
                      ON p.table_name OPERATOR(pg_catalog.=) r.relid::pg_catalog.regclass
                  ON CONFLICT (table_name) DO UPDATE
                     SET runs = t.runs + EXCLUDED.runs,

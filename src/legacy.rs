@@ -38,3 +38,15 @@ fn cleanup_v2() -> bool {
 fn stats() -> bool {
     refuse()
 }
+
+/// `session_gc.register(...)` of 0.2.0 and 0.3.0 (16 arguments).
+#[pg_extern(sql = false)]
+fn register_v2() -> bool {
+    refuse()
+}
+
+/// `session_gc.unregister(regclass)` of 0.1.0 to 0.3.0.
+#[pg_extern(sql = false)]
+fn unregister() -> bool {
+    refuse()
+}

@@ -1,7 +1,8 @@
 //! The policy model: which rows of a table are expired.
 //!
-//! A `Policy` is one row of `session_gc.policies`, checked against the table as it is now.
-//! Each configured rule becomes a `Rule` that knows how to compute its cutoff in the column's
+//! A `Policy` is what `session_gc.policies` says of one table (its rows, one per policy name,
+//! merged), checked against the table as it is now. Each configured rule becomes a `Rule`, with
+//! its policy's row filter (`row_filter`), that knows how to compute its cutoff in the column's
 //! own type and how to write "this row is expired" without wrapping the column in a function,
 //! so every rule keeps its index. A per-user cap (`UserCap`) says which rows are one too many
 //! for their user. How the rows are then removed (row deletes, or whole partitions dropped:
@@ -10,10 +11,12 @@
 use crate::error::{GcError, GcResult};
 use crate::frameworks;
 use crate::identity;
+use crate::row_filter::RowFilter;
 use crate::sql;
 use pgrx::datum::{Date, Timestamp, TimestampWithTimeZone};
 use pgrx::spi::quote_identifier;
 use pgrx::{pg_sys, PgSqlErrorCode};
+use std::rc::Rc;
 
 /// The reasons a session row can be purgeable, in the order they are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +162,10 @@ pub struct Rule {
     pub cutoff_offset: String,
     /// How long after the column's moment a row expires: timeout or max age (text interval).
     pub lifetime: String,
+    /// The zone a naive column is read in: its policy's.
+    pub time_zone: String,
+    /// The rows the rule's policy is about; None: every row.
+    pub filter: Option<Rc<RowFilter>>,
 }
 
 impl Rule {
@@ -166,17 +173,29 @@ impl Rule {
         quote_identifier(&self.column)
     }
 
-    /// "this row is expired" for a row aliased `alias`, with the cutoff in parameter `$param`.
+    /// "this row is expired" for a row aliased `alias`, with the cutoff in parameter `$param`:
+    /// the rule's condition, and its policy's row filter.
     pub fn predicate(&self, alias: &str, param: usize) -> String {
         let column = format!("{alias}.{}", self.quoted_column());
-        match self.column_kind {
+        let condition = match self.column_kind {
             ColumnKind::Boolean => format!("{column} = false"),
             kind => format!("{column} < ${param}::{}", kind.key_type()),
+        };
+        match &self.filter {
+            Some(filter) => format!("({} AND {condition})", filter.sql(alias)),
+            None => condition,
         }
     }
 
     /// The rule in words, for register()'s answer.
     pub fn describe(&self) -> String {
+        match &self.filter {
+            Some(filter) => format!("{} where {}", self.describe_condition(), filter.text.trim()),
+            None => self.describe_condition(),
+        }
+    }
+
+    fn describe_condition(&self) -> String {
         match self.kind {
             RuleKind::Inactive => format!("{} is false", self.quoted_column()),
             _ if self.cutoff_offset == "00:00:00" => format!("{} < now()", self.quoted_column()),
@@ -195,8 +214,11 @@ impl Rule {
 
     /// The cutoff for this rule right now, in the column's type, computed from how far back it
     /// lies (`$1`, an interval) and the policy's zone (`$2`).
-    pub fn cutoff(&self, time_zone: &str) -> GcResult<Cutoff> {
-        let args = [self.cutoff_offset.as_str().into(), time_zone.into()];
+    pub fn cutoff(&self) -> GcResult<Cutoff> {
+        let args = [
+            self.cutoff_offset.as_str().into(),
+            self.time_zone.as_str().into(),
+        ];
         let cutoff = match self.column_kind {
             ColumnKind::Timestamptz => {
                 sql::one_kept::<TimestampWithTimeZone>("SELECT now() - $1::interval", &args)?
@@ -295,7 +317,6 @@ pub struct Policy {
     pub owner: pg_sys::Oid,
     pub rules: Vec<Rule>,
     pub cap: Option<UserCap>,
-    pub time_zone: String,
     pub batch_size: Option<i32>,
     pub strategy: Strategy,
     /// The committed policy row this was loaded from.
@@ -318,6 +339,8 @@ pub struct RuleSpec {
     pub activity_column: Option<String>,
     /// `delete_rows` (None means the same) or `drop_partitions`.
     pub strategy: Option<String>,
+    /// The rows the policy is about (SQL, a condition on the table's columns); None: all.
+    pub row_filter: Option<String>,
 }
 
 /// Facts about the table a policy is for.
@@ -565,6 +588,10 @@ pub fn build_rules(info: &TableInfo, spec: &RuleSpec) -> GcResult<Vec<Rule>> {
         (RuleKind::Aged, &spec.created_column, spec.max_age.as_ref()),
         (RuleKind::Inactive, &spec.active_column, None),
     ];
+    let filter = match &spec.row_filter {
+        Some(text) => Some(Rc::new(RowFilter::analyze(info, text)?)),
+        None => None,
+    };
     let mut rules = Vec::new();
     for (kind, column, lifetime) in given {
         let Some(column) = column else { continue };
@@ -594,6 +621,8 @@ pub fn build_rules(info: &TableInfo, spec: &RuleSpec) -> GcResult<Vec<Rule>> {
             column_kind,
             cutoff_offset,
             lifetime,
+            time_zone: "UTC".into(),
+            filter: filter.clone(),
         });
     }
     Ok(rules)
@@ -635,12 +664,45 @@ pub fn resolve(info: &TableInfo, spec: &RuleSpec) -> GcResult<Resolved> {
         .hint("Leave epoch_unit out for timestamp and date columns."));
     }
     let strategy = resolve_strategy(info, spec.strategy.as_deref(), &rules)?;
+    if spec.row_filter.is_some() {
+        let refused = if cap.is_some() {
+            Some((
+                "max_per_user",
+                "A per-user cap ranks all of a user's sessions.",
+            ))
+        } else if strategy != Strategy::DeleteRows {
+            Some((
+                "drop_partitions",
+                "A dropped partition takes every row in it, whatever the filter says.",
+            ))
+        } else {
+            None
+        };
+        if let Some((what, why)) = refused {
+            return Err(GcError::new(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("row_filter cannot be combined with {what}"),
+            )
+            .detail(why)
+            .hint("Register the cap or the partition drops in a policy of their own, without a row_filter."));
+        }
+    }
     check_partitions_and_references(info)?;
     Ok(Resolved {
         rules,
         cap: cap.map(|(cap, _)| cap),
         strategy,
     })
+}
+
+impl Resolved {
+    /// The rules read naive columns in `time_zone`.
+    pub fn in_zone(mut self, time_zone: &str) -> Self {
+        for rule in &mut self.rules {
+            rule.time_zone = time_zone.to_string();
+        }
+        self
+    }
 }
 
 /// Refuses tables whose rows a purge batch could never delete: a foreign-table partition (its
@@ -859,44 +921,79 @@ fn resolve_strategy(
 }
 
 impl Policy {
-    /// Loads the policy of `relid` and checks it against the table as it is now.
+    /// Loads the policies of `relid` and checks them against the table as it is now: one
+    /// `Policy` with the rules of all of them (of the enabled ones, while any is enabled).
     /// `Ok(None)` when no policy exists.
     pub fn load(relid: pg_sys::Oid) -> GcResult<Option<Policy>> {
         let stored = identity::as_extension_owner(|| read_stored(relid))?;
-        let Some(stored) = stored else {
+        if stored.is_empty() {
             return Ok(None);
-        };
+        }
         let info = table_info(relid)?;
         check_table_kind(&info)?;
-        let resolved = resolve(&info, &stored.spec).map_err(|e| {
-            let detail = format!(
-                "The policy of {} no longer matches the table: {}",
-                info.display_name,
-                e.detail.clone().unwrap_or_default()
-            );
-            e.detail(detail).hint(
-                "The table was altered after registration: call session_gc.register() again or unregister it.",
-            )
-        })?;
-        Ok(Some(Policy {
+        let any_enabled = stored.iter().any(|p| p.enabled);
+        let mut policy = Policy {
             relid,
-            quoted_table: info.quoted_table,
+            quoted_table: info.quoted_table.clone(),
             owner: info.owner,
-            rules: resolved.rules,
-            cap: resolved.cap,
-            time_zone: stored.time_zone,
-            batch_size: stored.batch_size,
-            strategy: resolved.strategy,
-            version: stored.version,
-        }))
+            rules: Vec::new(),
+            cap: None,
+            batch_size: None,
+            strategy: Strategy::DeleteRows,
+            version: PolicyVersion {
+                row_version: stored
+                    .iter()
+                    .map(|p| p.row_version.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                enabled: any_enabled,
+                table_version: stored[0].table_version.clone(),
+            },
+        };
+        let several = stored.len() > 1;
+        for row in stored.iter().filter(|p| p.enabled || !any_enabled) {
+            let resolved = resolve(&info, &row.spec).map_err(|e| {
+                let detail = format!(
+                    "The policy {} of {} no longer matches the table: {}",
+                    quote_literal(&row.name),
+                    info.display_name,
+                    e.detail.clone().unwrap_or_default()
+                );
+                e.detail(detail).hint(
+                    "The table was altered after registration: call session_gc.register() again or unregister it.",
+                )
+            })?;
+            let resolved = resolved.in_zone(&row.time_zone);
+            if let Strategy::DropPartitions { key_rule } = resolved.strategy {
+                if several {
+                    return Err(shared_table(&info, "drop_partitions"));
+                }
+                policy.strategy = Strategy::DropPartitions {
+                    key_rule: key_rule + policy.rules.len(),
+                };
+            }
+            if let Some(cap) = resolved.cap {
+                if policy.cap.is_some() {
+                    return Err(shared_table(&info, "max_per_user"));
+                }
+                policy.cap = Some(cap);
+            }
+            policy.batch_size = match (policy.batch_size, row.batch_size) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            policy.rules.extend(resolved.rules);
+        }
+        Ok(Some(policy))
     }
 
-    /// The tables with a policy, in a stable order; `only_enabled` skips disabled ones.
+    /// The tables with a policy, in a stable order; `only_enabled` skips tables whose
+    /// policies are all disabled.
     pub fn registered_tables(only_enabled: bool) -> GcResult<Vec<pg_sys::Oid>> {
         identity::as_extension_owner(|| {
             let tables = sql::rows(
                 "SELECT table_name::oid FROM session_gc.policies
-                  WHERE enabled OR NOT $1 ORDER BY table_name::oid",
+                  GROUP BY table_name HAVING bool_or(enabled) OR NOT $1 ORDER BY table_name::oid",
                 &[only_enabled.into()],
                 |row| Ok(row.get::<pg_sys::Oid>(1)?),
             )?;
@@ -905,24 +1002,52 @@ impl Policy {
     }
 }
 
+/// A table's policies may share it unless one drops partitions or caps users, which act on
+/// all of its rows: register() refuses such a pair, and a load that meets one anyway stops.
+pub fn shared_table(info: &TableInfo, what: &str) -> GcError {
+    GcError::new(
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        format!(
+            "{what} must be in the only policy of \"{}\" that uses it",
+            info.display_name
+        ),
+    )
+    .detail(format!(
+        "{} has several policies; {what} acts on all of the table's rows, so only one policy may use it and, for drop_partitions, no other policy may exist.",
+        info.display_name
+    ))
+    .hint("Unregister the other policies (session_gc.unregister(table, policy_name => ...)), or register without it.")
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// One stored policy row of a table.
 struct StoredPolicy {
+    name: String,
     spec: RuleSpec,
     time_zone: String,
     batch_size: Option<i32>,
-    version: PolicyVersion,
+    enabled: bool,
+    row_version: String,
+    table_version: Option<String>,
 }
 
-fn read_stored(relid: pg_sys::Oid) -> GcResult<Option<StoredPolicy>> {
+fn read_stored(relid: pg_sys::Oid) -> GcResult<Vec<StoredPolicy>> {
     let stored = sql::rows(
         "SELECT expires_column::text, idle_column::text, idle_timeout::text,
                 created_column::text, max_age::text, active_column::text, grace::text,
                 epoch_unit, time_zone, batch_size, user_column::text, max_per_user,
                 activity_column::text, strategy, xmin::text, enabled,
-                (SELECT c.xmin::text FROM pg_catalog.pg_class c WHERE c.oid = table_name::oid)
-           FROM session_gc.policies WHERE table_name = $1::oid::regclass",
+                (SELECT c.xmin::text FROM pg_catalog.pg_class c WHERE c.oid = table_name::oid),
+                policy_name, row_filter
+           FROM session_gc.policies WHERE table_name = $1::oid::regclass
+          ORDER BY policy_name",
         &[relid.into()],
         |row| {
             Ok(StoredPolicy {
+                name: row.get::<String>(18)?.unwrap_or_default(),
                 spec: RuleSpec {
                     expires_column: row.get(1)?,
                     idle_column: row.get(2)?,
@@ -936,18 +1061,17 @@ fn read_stored(relid: pg_sys::Oid) -> GcResult<Option<StoredPolicy>> {
                     max_per_user: row.get(12)?,
                     activity_column: row.get(13)?,
                     strategy: row.get(14)?,
+                    row_filter: row.get(19)?,
                 },
                 time_zone: row.get::<String>(9)?.unwrap_or_else(|| "UTC".into()),
                 batch_size: row.get(10)?,
-                version: PolicyVersion {
-                    row_version: row.get::<String>(15)?.unwrap_or_default(),
-                    enabled: row.get::<bool>(16)?.unwrap_or(false),
-                    table_version: row.get::<String>(17)?,
-                },
+                row_version: row.get::<String>(15)?.unwrap_or_default(),
+                enabled: row.get::<bool>(16)?.unwrap_or(false),
+                table_version: row.get::<String>(17)?,
             })
         },
     )?;
-    Ok(stored.into_iter().next())
+    Ok(stored)
 }
 
 /// Which committed version of a policy and of its table a run acts on: a change of the policy
@@ -960,8 +1084,8 @@ pub struct PolicyVersion {
     pub table_version: Option<String>,
 }
 
-/// The policy of `relid` and its table as committed now, both held until the current
-/// transaction ends: the policy row share-locked, so a `register()`, `unregister()` or disable
+/// The policies of `relid` and its table as committed now, both held until the current
+/// transaction ends: the policy rows share-locked, so a `register()`, `unregister()` or disable
 /// waits for the batch that read it and once it returns no batch acts on the policy it
 /// replaced; then the table locked as the batch's DELETE would lock it (by OID), so it cannot
 /// be renamed, swapped or given to another owner between this look and the batch. Each waits
@@ -974,12 +1098,20 @@ pub fn lock_committed_version(
     let committed = identity::as_extension_owner_waiting(crate::gucs::lock_timeout_ms(), || {
         let locked = sql::rows_written(
             "SELECT p.xmin::text, p.enabled FROM session_gc.policies p
-              WHERE p.table_name = $1::oid::regclass FOR SHARE",
+              WHERE p.table_name = $1::oid::regclass ORDER BY p.policy_name FOR SHARE",
             &[relid.into()],
             |row| Ok((row.get::<String>(1)?, row.get::<bool>(2)?)),
         )?;
-        let (row_version, enabled) = locked.into_iter().next().unwrap_or((None, None));
-        Ok::<_, GcError>(row_version.map(|row_version| (row_version, enabled.unwrap_or(false))))
+        if locked.is_empty() {
+            return Ok::<_, GcError>(None);
+        }
+        let row_version = locked
+            .iter()
+            .map(|(xmin, _)| xmin.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(",");
+        let enabled = locked.iter().any(|(_, enabled)| *enabled == Some(true));
+        Ok(Some((row_version, enabled)))
     })?;
     let Some((row_version, enabled)) = committed else {
         return Ok(None);

@@ -7,10 +7,11 @@ use pgrx::PgSqlErrorCode;
 
 pgrx::extension_sql!(
     r#"
--- One row per registered table: which rows are expired (the rules) and how to remove them
--- (the strategy). Kept by pg_dump as extension configuration.
+-- One row per policy: which rows of a table are expired (the rules, for the rows its
+-- row_filter selects) and how to remove them (the strategy). A table may have several
+-- policies, told apart by policy_name. Kept by pg_dump as extension configuration.
 CREATE TABLE session_gc.policies (
-    table_name      regclass    PRIMARY KEY,
+    table_name      regclass    NOT NULL,
     expires_column  name,
     idle_column     name,
     idle_timeout    interval,
@@ -35,14 +36,19 @@ CREATE TABLE session_gc.policies (
     CONSTRAINT policies_check1 CHECK ((created_column IS NULL) = (max_age IS NULL)),
     CONSTRAINT policies_check2
         CHECK (num_nonnulls(expires_column, idle_column, created_column, active_column, user_column) > 0),
-    CONSTRAINT policies_cap_check CHECK ((user_column IS NULL) = (max_per_user IS NULL))
+    CONSTRAINT policies_cap_check CHECK ((user_column IS NULL) = (max_per_user IS NULL)),
+    -- Since 0.4.0: several policies per table, each about the rows its filter selects.
+    policy_name     text        NOT NULL DEFAULT 'default'
+                    CONSTRAINT policies_policy_name_check CHECK (policy_name <> ''),
+    row_filter      text,
+    CONSTRAINT policies_pkey PRIMARY KEY (table_name, policy_name)
 );
 COMMENT ON TABLE session_gc.policies IS 'Expiry policies registered with session_gc.register()';
 SELECT pg_catalog.pg_extension_config_dump('session_gc.policies', '');
 
--- Running totals per policy: survive history trimming.
+-- Running totals per table: survive history trimming.
 CREATE TABLE session_gc.totals (
-    table_name     regclass    PRIMARY KEY REFERENCES session_gc.policies ON DELETE CASCADE,
+    table_name     regclass    PRIMARY KEY,
     runs           bigint      NOT NULL DEFAULT 0,
     deleted_total  bigint      NOT NULL DEFAULT 0,
     last_run       timestamptz,
@@ -83,7 +89,7 @@ COMMENT ON TABLE session_gc.history IS 'One row per purge run and table, kept fo
 -- the next run drops the table.
 CREATE TABLE session_gc.pending_drops (
     relid        oid         PRIMARY KEY,
-    parent       regclass    NOT NULL REFERENCES session_gc.policies ON DELETE CASCADE,
+    parent       regclass    NOT NULL,
     schema_name  name        NOT NULL,
     table_name   name        NOT NULL,
     detached_at  timestamptz NOT NULL DEFAULT now()
@@ -113,6 +119,24 @@ END
 $$;
 CREATE EVENT TRIGGER session_gc_forget_dropped_tables ON sql_drop
     EXECUTE FUNCTION session_gc.forget_dropped_tables();
+
+-- A table's totals and pending drops go with its last policy (a table may have several
+-- policies, so no foreign key can say it).
+CREATE FUNCTION session_gc.forget_unregistered_tables() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM session_gc.totals t
+     WHERE t.table_name IN (SELECT g.table_name FROM gone g)
+       AND NOT EXISTS (SELECT FROM session_gc.policies p WHERE p.table_name = t.table_name);
+    DELETE FROM session_gc.pending_drops d
+     WHERE d.parent IN (SELECT g.table_name FROM gone g)
+       AND NOT EXISTS (SELECT FROM session_gc.policies p WHERE p.table_name = d.parent);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER forget_unregistered_tables AFTER DELETE ON session_gc.policies
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION session_gc.forget_unregistered_tables();
 "#,
     name = "catalog",
     bootstrap

@@ -113,8 +113,11 @@ pub fn metrics() -> GcResult<Vec<TableMetrics>> {
                             extract(epoch FROM now() - t.last_run)::float8, t.last_status,
                             (SELECT sum(pg_catalog.pg_total_relation_size(x.relid))::int8
                                FROM {LEAF_RELATIONS} x)
-                       FROM session_gc.policies p LEFT JOIN session_gc.totals t USING (table_name)
-                      WHERE p.table_name = $1::oid::regclass"
+                       FROM (SELECT q.table_name, bool_or(q.enabled) AS enabled,
+                                    max(q.strategy) AS strategy
+                               FROM session_gc.policies q
+                              WHERE q.table_name = $1::oid::regclass GROUP BY q.table_name) p
+                       LEFT JOIN session_gc.totals t USING (table_name)"
                 ),
                 &[relid.into()],
                 |row| {

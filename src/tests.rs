@@ -39,7 +39,7 @@ mod tests {
             };
             let rules = policy::build_rules(&info, &spec).expect("rules");
             assert_eq!(rules[0].column_kind, expected);
-            let cutoff = rules[0].cutoff("UTC").expect("cutoff");
+            let cutoff = rules[0].cutoff().expect("cutoff");
             assert!(
                 !matches!(cutoff, policy::Cutoff::None),
                 "{column}: no cutoff"
@@ -86,6 +86,26 @@ mod tests {
             "t.\"Expires At\" < $3::pg_catalog.timestamptz"
         );
         assert_eq!(rules[1].predicate("t", 1), "t.on_ = false");
+    }
+
+    #[pg_test]
+    fn a_row_filter_is_rendered_from_its_parsed_form_for_each_alias() {
+        let info = table("CREATE TABLE f (context text, expires timestamptz)", "f");
+        let spec = RuleSpec {
+            expires_column: Some("expires".into()),
+            grace: "0".into(),
+            row_filter: Some("context = 'a') OR (context = 'b'".into()),
+            ..RuleSpec::default()
+        };
+        let rules = policy::build_rules(&info, &spec).expect("rules");
+        // One condition however the text was parenthesized, each column with the alias.
+        assert_eq!(
+            rules[0].predicate("t", 2),
+            "((((t.context = 'a'::text) OR (t.context = 'b'::text))) AND t.expires < $2::pg_catalog.timestamptz)"
+        );
+        assert!(rules[0]
+            .predicate("s", 1)
+            .starts_with("((((s.context = 'a'::text)"));
     }
 
     #[pg_test]

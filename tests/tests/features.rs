@@ -869,3 +869,207 @@ fn purge_batches_compress_their_wal_and_leave_the_callers_settings_alone() {
     c.batch_execute("COMMIT").unwrap();
     assert_eq!(compression, "off");
 }
+
+/// Tokens of three kinds, each 12 hours, 2, 10 and 70 days old.
+const TOKENS: &str = "
+    CREATE TABLE tokens (id bigserial PRIMARY KEY, context text NOT NULL,
+                         inserted_at timestamptz NOT NULL);
+    CREATE INDEX ON tokens (inserted_at);
+    INSERT INTO tokens (context, inserted_at)
+    SELECT c, now() - make_interval(hours => h)
+      FROM unnest(ARRAY['session', 'reset_password', 'confirm']) c,
+           unnest(ARRAY[12, 48, 240, 1680]) h;";
+
+/// One policy per kind of token, as Phoenix's users_tokens needs.
+const TOKEN_POLICIES: &str = "
+    SELECT session_gc.register('tokens', policy_name => 'session',
+             row_filter => $$context = 'session'$$,
+             created_column => 'inserted_at', max_age => '60 days');
+    SELECT session_gc.register('tokens', policy_name => 'reset_password',
+             row_filter => $$context = 'reset_password'$$,
+             created_column => 'inserted_at', max_age => '1 day');
+    SELECT session_gc.register('tokens', policy_name => 'other',
+             row_filter => $$context NOT IN ('session', 'reset_password')$$,
+             created_column => 'inserted_at', max_age => '7 days');";
+
+fn tokens_left(c: &mut Client) -> Vec<String> {
+    column(
+        c,
+        "SELECT context || ':' || count(*) FROM tokens GROUP BY context ORDER BY context",
+    )
+}
+
+#[test]
+fn policies_with_row_filters_share_a_table_and_purge_only_their_rows() {
+    // Few live rows: the heap walk; many: each rule's index.
+    for (name, live) in [("f_filter_heap", 0), ("f_filter_index", 20_000)] {
+        let mut c = db(name);
+        c.batch_execute(TOKENS).unwrap();
+        c.batch_execute(&format!(
+            "INSERT INTO tokens (context, inserted_at)
+             SELECT 'session', now() FROM generate_series(1, {live}); ANALYZE tokens;"
+        ))
+        .unwrap();
+        c.batch_execute(TOKEN_POLICIES).unwrap();
+        let answer: String = scalar(
+            &mut c,
+            "SELECT session_gc.register('tokens', policy_name => 'reset_password',
+                      row_filter => $$context = 'reset_password'$$,
+                      created_column => 'inserted_at', max_age => '1 day')",
+        );
+        assert!(
+            answer.contains("(policy 'reset_password')")
+                && answer.contains("where context = 'reset_password'"),
+            "{answer}"
+        );
+        let policies: i64 = scalar(&mut c, "SELECT count(*) FROM session_gc.policies");
+        assert_eq!(policies, 3, "registering again replaced the policy of that name");
+        let counted = cleanup(&mut c, "'tokens', dry_run => true");
+        assert_eq!(counted.aged, 6, "{name}: dry run");
+        let run = cleanup(&mut c, "'tokens'");
+        assert_eq!((run.deleted, run.aged, run.status.as_str()), (6, 6, "ok"), "{name}");
+        assert_eq!(
+            tokens_left(&mut c),
+            [
+                "confirm:2".to_string(),
+                "reset_password:1".into(),
+                format!("session:{}", 3 + live)
+            ],
+            "{name}: each kind kept for its own time"
+        );
+        let stats_rows: i64 = scalar(&mut c, "SELECT count(*) FROM session_gc.stats()");
+        let metric_rows: i64 = scalar(&mut c, "SELECT count(*) FROM session_gc.metrics()");
+        assert_eq!((stats_rows, metric_rows), (1, 1), "one table, one row");
+    }
+}
+
+#[test]
+fn disabled_and_unregistered_policies_of_a_shared_table() {
+    let mut c = db("f_filter_manage");
+    c.batch_execute(TOKENS).unwrap();
+    c.batch_execute(TOKEN_POLICIES).unwrap();
+    // Disabled: its rows stay while the others purge.
+    c.batch_execute(
+        "SELECT session_gc.register('tokens', policy_name => 'other', enabled => false,
+                  row_filter => $$context NOT IN ('session', 'reset_password')$$,
+                  created_column => 'inserted_at', max_age => '7 days')",
+    )
+    .unwrap();
+    assert_eq!(cleanup(&mut c, "'tokens'").deleted, 4);
+    assert_eq!(
+        tokens_left(&mut c),
+        ["confirm:4", "reset_password:1", "session:3"]
+    );
+    let error = expect_error(
+        &mut c,
+        "SELECT session_gc.unregister('tokens', policy_name => 'nope')",
+    );
+    assert_eq!(error.code, "42704", "{error:?}");
+    c.batch_execute("SELECT session_gc.unregister('tokens', policy_name => 'session')")
+        .unwrap();
+    let (policies, totals): (i64, i64) = (
+        scalar(&mut c, "SELECT count(*) FROM session_gc.policies"),
+        scalar(&mut c, "SELECT count(*) FROM session_gc.totals"),
+    );
+    assert_eq!((policies, totals), (2, 1), "the table's totals stay with its policies");
+    c.batch_execute("SELECT session_gc.unregister('tokens')")
+        .unwrap();
+    let (policies, totals): (i64, i64) = (
+        scalar(&mut c, "SELECT count(*) FROM session_gc.policies"),
+        scalar(&mut c, "SELECT count(*) FROM session_gc.totals"),
+    );
+    assert_eq!((policies, totals), (0, 0), "and go with the last one");
+    // A cap may share the table with filtered policies; a second cap, a filtered cap and
+    // partition drops beside another policy may not.
+    c.batch_execute(TOKEN_POLICIES).unwrap();
+    c.batch_execute(
+        "ALTER TABLE tokens ADD COLUMN user_id int; CREATE INDEX ON tokens (user_id);
+         SELECT session_gc.register('tokens', policy_name => 'cap', user_column => 'user_id',
+                  max_per_user => 5, activity_column => 'inserted_at');",
+    )
+    .unwrap();
+    for (call, code) in [
+        (
+            "SELECT session_gc.register('tokens', policy_name => 'cap2', user_column => 'user_id',
+                      max_per_user => 3, activity_column => 'inserted_at')",
+            "0A000",
+        ),
+        (
+            "SELECT session_gc.register('tokens', policy_name => 'cap', user_column => 'user_id',
+                      max_per_user => 3, activity_column => 'inserted_at',
+                      row_filter => $$context = 'session'$$)",
+            "0A000",
+        ),
+        (
+            "SELECT session_gc.register('tokens', policy_name => '', expires_column => 'inserted_at')",
+            "22023",
+        ),
+    ] {
+        let error = expect_error(&mut c, call);
+        assert_eq!(error.code, code, "{call}: {error:?}");
+        assert!(error.hint.is_some(), "{call}: a hint");
+    }
+}
+
+#[test]
+fn a_row_filter_is_one_condition_checked_as_the_table_owner() {
+    let mut c = db("f_filter_checked");
+    c.batch_execute(&format!(
+        "DROP ROLE IF EXISTS f_filter_owner; CREATE ROLE f_filter_owner;
+         GRANT CREATE ON SCHEMA public TO f_filter_owner;
+         SET ROLE f_filter_owner;
+         {TOKENS}
+         CREATE FUNCTION public.seen_by_owner() RETURNS boolean STABLE LANGUAGE sql
+             AS $$ SELECT current_user::text = 'f_filter_owner' $$;
+         RESET ROLE;"
+    ))
+    .unwrap();
+    for (filter, code) in [
+        // Clauses of their own after the condition.
+        ("true) UNION SELECT FROM pg_class WHERE (true", "22023"),
+        ("true) ORDER BY (context", "22023"),
+        ("1 = 1) --", "42601"),
+        ("context = $1", "42P02"),
+        ("random() < 0.5", "22023"),
+        ("contxt = 'session'", "42703"),
+        ("context", "42804"),
+        ("count(*) > 0", "42803"),
+        // Not on the pinned search_path: functions of other schemas must be qualified.
+        ("seen_by_owner()", "42883"),
+        ("   ", "22023"),
+    ] {
+        let error = expect_error(
+            &mut c,
+            &format!(
+                "SELECT session_gc.register('tokens', created_column => 'inserted_at',
+                          max_age => '1 hour', row_filter => $f${filter}$f$)"
+            ),
+        );
+        assert_eq!(error.code, code, "{filter}: {error:?}");
+        assert!(error.hint.is_some(), "{filter}: a hint: {error:?}");
+    }
+    let policies: i64 = scalar(&mut c, "SELECT count(*) FROM session_gc.policies");
+    assert_eq!(policies, 0, "nothing registered");
+    assert_eq!(count(&mut c, "tokens"), 12, "nothing deleted");
+    // Pasted into a statement, this would escape its parentheses: (true) OR (true) AND
+    // inserted_at < cutoff. Rendered from its parsed form it is one condition, and the rule holds.
+    c.batch_execute(
+        "SELECT session_gc.register('tokens', created_column => 'inserted_at',
+                  max_age => '1 day', row_filter => $$true) OR (true$$)",
+    )
+    .unwrap();
+    assert_eq!(cleanup(&mut c, "'tokens', dry_run => true").aged, 9);
+    c.batch_execute("SELECT session_gc.unregister('tokens')")
+        .unwrap();
+    // The filter runs as the table's owner, whoever purges: a superuser here.
+    c.batch_execute(
+        "SELECT session_gc.register('tokens', created_column => 'inserted_at',
+                  max_age => '1 day', row_filter => $$public.seen_by_owner() AND context <> 'confirm'$$)",
+    )
+    .unwrap();
+    assert_eq!(cleanup(&mut c, "'tokens'").deleted, 6);
+    assert_eq!(
+        tokens_left(&mut c),
+        ["confirm:4", "reset_password:1", "session:1"]
+    );
+}

@@ -10,8 +10,19 @@
 use postgres::Client;
 use session_gc_integration::{column, count, expect_error, scalar, shared_cluster};
 
-/// The releases a database can be updated from, each with the totals columns it has.
-const PREVIOUS: [(&str, &str); 2] = [("0.1.0", ""), ("0.2.0", ", errors_total")];
+/// The releases a database can be updated from, each with the totals columns it has and its
+/// cleanup() signature.
+const PREVIOUS: [(&str, &str, &str); 3] = [
+    ("0.1.0", "", OLD_CLEANUP),
+    ("0.2.0", ", errors_total", OLD_CLEANUP),
+    ("0.3.0", ", errors_total", CLEANUP),
+];
+
+/// 'EST' as a fixed offset, a POSIX zone.
+const EASTERN: &str = "<-05>+5:00:00";
+
+/// cleanup()'s signature before 0.3.0.
+const OLD_CLEANUP: &str = "session_gc.cleanup(regclass, boolean, integer, interval)";
 
 /// cleanup()'s signature in this release.
 const CLEANUP: &str = "session_gc.cleanup(regclass, boolean, integer, interval, boolean)";
@@ -50,6 +61,9 @@ UNION ALL
 SELECT format('view %s: %s', t.oid::regclass, pg_get_viewdef(t.oid))
   FROM tables t JOIN pg_class c ON c.oid = t.oid WHERE c.relkind = 'v'
 UNION ALL
+SELECT format('trigger %s', pg_get_triggerdef(tg.oid))
+  FROM tables t JOIN pg_trigger tg ON tg.tgrelid = t.oid AND NOT tg.tgisinternal
+UNION ALL
 SELECT format('event trigger %s on %s runs %s', e.evtname, e.evtevent, e.evtfoid::regproc)
   FROM members m JOIN pg_event_trigger e ON e.oid = m.objid WHERE m.classid = 'pg_event_trigger'::regclass
 UNION ALL
@@ -78,7 +92,12 @@ fn update_from_0_2_0_equals_a_fresh_install_and_keeps_the_data() {
     update_from(PREVIOUS[1]);
 }
 
-fn update_from((previous, errors_column): (&str, &str)) {
+#[test]
+fn update_from_0_3_0_equals_a_fresh_install_and_keeps_the_data() {
+    update_from(PREVIOUS[2]);
+}
+
+fn update_from((previous, errors_column, old_cleanup): (&str, &str, &str)) {
     let suffix = previous.replace('.', "_");
     let cluster = shared_cluster();
     let mut admin = cluster.connect("postgres");
@@ -110,15 +129,17 @@ fn update_from((previous, errors_column): (&str, &str)) {
               VALUES ('sessions', 'expires', 'UTC', 1000);
          CREATE TABLE eastern (id bigserial PRIMARY KEY, expires timestamp NOT NULL);
          INSERT INTO session_gc.policies (table_name, expires_column, time_zone)
-              VALUES ('eastern', 'expires', 'EST');
+              VALUES ('eastern', 'expires', '{eastern}');
          INSERT INTO session_gc.history (relid, table_name, trigger, status, deleted, expired, batches, finished_at)
               VALUES ('sessions'::regclass, 'sessions', 'worker', 'ok', 120, 120, 1, now()),
                      ('sessions'::regclass, 'sessions', 'manual', 'error', 0, 0, 0, now());
          INSERT INTO session_gc.totals (table_name, runs, deleted_total, last_run, last_deleted, last_status{errors_column})
               VALUES ('sessions', 2, 120, now(), 0, 'error'{errors_value});
          GRANT USAGE ON SCHEMA session_gc TO {app};
-         GRANT EXECUTE ON FUNCTION session_gc.cleanup(regclass, boolean, integer, interval) TO {app};",
-        errors_value = if errors_column.is_empty() { "" } else { ", 1" }
+         GRANT EXECUTE ON FUNCTION {old_cleanup} TO {app};",
+        errors_value = if errors_column.is_empty() { "" } else { ", 1" },
+        // Since 0.3.0 register() stores an abbreviation as the offset it stands for.
+        eastern = if previous < "0.3.0" { "EST" } else { EASTERN },
     ))
     .unwrap();
     // The current library refuses to work on the old objects, and says what to do.
@@ -203,7 +224,7 @@ fn update_from((previous, errors_column): (&str, &str)) {
         &mut o,
         "SELECT time_zone FROM session_gc.policies WHERE table_name = 'eastern'::regclass",
     );
-    assert_eq!(zone, "<-05>+5:00:00");
+    assert_eq!(zone, EASTERN);
     assert_eq!(count(&mut o, "session_gc.history"), 2);
     let totals = o
         .query_one(
