@@ -923,11 +923,18 @@ fn policies_with_row_filters_share_a_table_and_purge_only_their_rows() {
             "{answer}"
         );
         let policies: i64 = scalar(&mut c, "SELECT count(*) FROM session_gc.policies");
-        assert_eq!(policies, 3, "registering again replaced the policy of that name");
+        assert_eq!(
+            policies, 3,
+            "registering again replaced the policy of that name"
+        );
         let counted = cleanup(&mut c, "'tokens', dry_run => true");
         assert_eq!(counted.aged, 6, "{name}: dry run");
         let run = cleanup(&mut c, "'tokens'");
-        assert_eq!((run.deleted, run.aged, run.status.as_str()), (6, 6, "ok"), "{name}");
+        assert_eq!(
+            (run.deleted, run.aged, run.status.as_str()),
+            (6, 6, "ok"),
+            "{name}"
+        );
         assert_eq!(
             tokens_left(&mut c),
             [
@@ -971,7 +978,11 @@ fn disabled_and_unregistered_policies_of_a_shared_table() {
         scalar(&mut c, "SELECT count(*) FROM session_gc.policies"),
         scalar(&mut c, "SELECT count(*) FROM session_gc.totals"),
     );
-    assert_eq!((policies, totals), (2, 1), "the table's totals stay with its policies");
+    assert_eq!(
+        (policies, totals),
+        (2, 1),
+        "the table's totals stay with its policies"
+    );
     c.batch_execute("SELECT session_gc.unregister('tokens')")
         .unwrap();
     let (policies, totals): (i64, i64) = (
