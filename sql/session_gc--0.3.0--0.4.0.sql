@@ -1,5 +1,6 @@
 -- session_gc 0.3.0 -> 0.4.0: a table may have several policies (policy_name), each about the
--- rows its row_filter selects (Phoenix's users_tokens: one policy per kind of token).
+-- rows its row_filter selects (Phoenix's users_tokens: one policy per kind of token); purges
+-- wait for standbys (session_gc.max_replica_lag) and history, totals and metrics() show how long.
 -- Run by ALTER EXTENSION session_gc UPDATE.
 \echo Use "ALTER EXTENSION session_gc UPDATE TO '0.4.0'" to load this file. \quit
 
@@ -15,6 +16,10 @@ ALTER TABLE session_gc.policies
 -- Dropping the primary key may take its NOT NULL along (PostgreSQL 18).
 ALTER TABLE session_gc.policies ALTER COLUMN table_name SET NOT NULL;
 ALTER TABLE session_gc.policies ADD CONSTRAINT policies_pkey PRIMARY KEY (table_name, policy_name);
+
+-- Time purges waited for standbys.
+ALTER TABLE session_gc.history ADD COLUMN replica_wait interval NOT NULL DEFAULT '0';
+ALTER TABLE session_gc.totals ADD COLUMN replica_wait_total interval NOT NULL DEFAULT '0';
 
 CREATE FUNCTION session_gc.forget_unregistered_tables() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -33,8 +38,9 @@ CREATE TRIGGER forget_unregistered_tables AFTER DELETE ON session_gc.policies
     FOR EACH STATEMENT EXECUTE FUNCTION session_gc.forget_unregistered_tables();
 REVOKE ALL ON FUNCTION session_gc.forget_unregistered_tables() FROM PUBLIC;
 
--- register() gains row_filter and policy_name, unregister() policy_name: recreated, keeping
--- whatever EXECUTE grants they had.
+-- register() gains row_filter and policy_name, unregister() policy_name, metrics()
+-- replica_wait_seconds_total: recreated, keeping whatever EXECUTE grants they had (pg_monitor's
+-- on metrics()).
 DO $upgrade$
 DECLARE
     changed record;
@@ -80,6 +86,29 @@ CREATE FUNCTION session_gc.unregister(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'unregister_v4_wrapper'
+$create$),
+            ('session_gc.metrics()',
+             'session_gc.metrics()',
+             $create$
+CREATE FUNCTION session_gc.metrics() RETURNS TABLE (
+	"database" TEXT,
+	"table_name" TEXT,
+	"strategy" TEXT,
+	"enabled" bool,
+	"runs_total" bigint,
+	"deleted_total" bigint,
+	"partitions_dropped_total" bigint,
+	"errors_total" bigint,
+	"expired_backlog" bigint,
+	"over_cap_backlog" bigint,
+	"last_run_age_seconds" double precision,
+	"last_run_ok" bool,
+	"table_bytes" bigint,
+	"replica_wait_seconds_total" double precision
+)
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'metrics_v4_wrapper'
 $create$)) AS f(old_signature, new_signature, definition)
     LOOP
         SELECT coalesce(pg_catalog.array_agg(a.grantee::pg_catalog.regrole::pg_catalog.text), '{}'::pg_catalog.text[])

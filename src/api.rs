@@ -100,7 +100,7 @@ fn register_policy(
         check_batch_size(size)?;
     }
     let resolved = policy::resolve(&info, spec)?;
-    check_shared_table(&info, policy_name, &resolved)?;
+    check_shared_table(&info, policy_name, spec, &resolved)?;
     let naive_rules: Vec<&policy::Rule> = resolved
         .rules
         .iter()
@@ -166,8 +166,6 @@ fn register_policy(
         )?;
         Ok::<_, GcError>(())
     })?;
-    // The table's policies together must load as one (written in this transaction, so seen).
-    Policy::load(relid)?;
     let mut described: Vec<String> = resolved.rules.iter().map(|r| r.describe()).collect();
     if let Some(cap) = &resolved.cap {
         described.push(format!(
@@ -202,29 +200,57 @@ fn register_policy(
     ))
 }
 
-/// Refuses a policy that cannot share its table with the table's other policies: one that drops
-/// partitions, or a second per-user cap.
+/// Refuses a policy that cannot share its table with the table's other policies. Policies of
+/// one table each select their rows with a row filter: one without would apply its rules to
+/// every row, the other policies' rows included. Partition drops and a per-user cap act on
+/// every row, so they need the table's only policy. Registrations of one table are serialized
+/// (the lock is held until the transaction ends), so two cannot both pass this check.
 fn check_shared_table(
     info: &TableInfo,
     policy_name: &str,
+    spec: &RuleSpec,
     resolved: &policy::Resolved,
 ) -> GcResult<()> {
-    let (others, other_drops, other_caps) = identity::as_extension_owner(|| {
-        sql::three::<i64, bool, bool>(
-            "SELECT count(*)::int8, coalesce(bool_or(strategy = 'drop_partitions'), false),
-                    coalesce(bool_or(max_per_user IS NOT NULL), false)
+    let others = identity::as_extension_owner(|| {
+        sql::run(
+            "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('session_gc.register'), $1::oid::int4)",
+            &[info.relid.into()],
+        )?;
+        sql::two::<String, bool>(
+            "SELECT pg_catalog.string_agg(pg_catalog.quote_literal(policy_name), ', ' ORDER BY policy_name),
+                    coalesce(bool_or(row_filter IS NULL OR strategy = 'drop_partitions'
+                                     OR max_per_user IS NOT NULL), false)
                FROM session_gc.policies
               WHERE table_name = $1::oid::regclass AND policy_name <> $2",
             &[info.relid.into(), policy_name.into()],
         )
     })?;
-    let others = others.unwrap_or(0);
-    let drops = matches!(resolved.strategy, policy::Strategy::DropPartitions { .. });
-    if others > 0 && (drops || other_drops == Some(true)) {
-        return Err(policy::shared_table(info, "drop_partitions"));
+    let (Some(others), other_acts_on_all) = others else {
+        return Ok(());
+    };
+    let whole_table = if matches!(resolved.strategy, policy::Strategy::DropPartitions { .. }) {
+        Some("drop_partitions")
+    } else if resolved.cap.is_some() {
+        Some("max_per_user")
+    } else {
+        None
+    };
+    if let Some(what) = whole_table {
+        return Err(policy::shared_table(info, what));
     }
-    if resolved.cap.is_some() && other_caps == Some(true) {
-        return Err(policy::shared_table(info, "max_per_user"));
+    if spec.row_filter.is_none() || other_acts_on_all == Some(true) {
+        return Err(GcError::invalid_parameter(format!(
+            "\"{}\" has other policies ({others}): each policy of a shared table needs a row_filter",
+            info.display_name
+        ))
+        .detail(
+            "The rules of a policy without a row_filter apply to every row of the table, the \
+             rows the other policies keep for longer included.",
+        )
+        .hint(
+            "Give this policy and the others a row_filter saying which rows each is about, \
+             or replace the existing policy (same policy_name) instead of adding one.",
+        ));
     }
     Ok(())
 }
@@ -569,9 +595,10 @@ fn stats_v2(
 /// never session rows, for every table whoever owns it. `expired_backlog` counts what a purge
 /// would delete now (the same index-range counts as `stats()`); NULL when the policy no
 /// longer matches its table.
+/// (`_v4`: the C symbol of 0.4.0's result type; 0.3.0's lives on in `legacy`.)
 #[allow(clippy::type_complexity)] // pgrx needs the row type spelled out
-#[pg_extern(volatile, parallel_unsafe)]
-fn metrics() -> TableIterator<
+#[pg_extern(name = "metrics", volatile, parallel_unsafe)]
+fn metrics_v4() -> TableIterator<
     'static,
     (
         name!(database, String),
@@ -587,6 +614,7 @@ fn metrics() -> TableIterator<
         name!(last_run_age_seconds, Option<f64>),
         name!(last_run_ok, Option<bool>),
         name!(table_bytes, Option<i64>),
+        name!(replica_wait_seconds_total, f64),
     ),
 > {
     schema::require_current().or_raise();
@@ -615,6 +643,7 @@ fn metrics() -> TableIterator<
                 m.last_run_age_seconds,
                 m.last_status.map(|status| status == "ok"),
                 m.table_bytes,
+                m.replica_wait_seconds_total,
             )
         })
         .collect();
@@ -1125,6 +1154,11 @@ impl crate::pass::Transactions for ProcedureTransactions {
             // Only sleep outside a transaction: inside one, locks would be held while waiting.
             std::thread::sleep(delay);
         }
+        pgrx::check_for_interrupts!();
+    }
+
+    fn sleep(&mut self, duration: Duration) {
+        std::thread::sleep(duration);
         pgrx::check_for_interrupts!();
     }
 }

@@ -258,6 +258,8 @@ fn read_outcomes(segment: &Segment, count: usize) -> GcResult<Vec<TableOutcome>>
                 deleted_by_rule: slot.deleted_by_rule,
                 partitions_dropped: slot.partitions_dropped,
                 batches: slot.batches,
+                // Recorded in history by the worker; cleanup()'s rows do not show it.
+                ..Progress::default()
             },
             status,
             error: (slot.error_code != 0).then(|| read_error(slot)),

@@ -31,6 +31,7 @@ static INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// default: batches are short transactions already, and a backlog should clear at the speed of
 /// a single DELETE; raise it on I/O-bound servers.
 static BATCH_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+static MAX_REPLICA_LAG_KB: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 /// Longest pass (s): a huge backlog is worked off over several passes instead of one endless one.
 static MAX_RUNTIME_S: GucSetting<i32> = GucSetting::<i32>::new(300);
@@ -89,6 +90,12 @@ pub fn interval() -> Duration {
 
 pub fn batch_delay() -> Duration {
     Duration::from_millis(BATCH_DELAY_MS.get().max(0) as u64)
+}
+
+/// How much WAL a standby may have left to replay before purges wait; None: no limit.
+pub fn max_replica_lag_bytes() -> Option<i64> {
+    let kb = MAX_REPLICA_LAG_KB.get();
+    (kb > 0).then(|| i64::from(kb) * 1024)
 }
 
 pub fn max_runtime() -> Duration {
@@ -199,6 +206,16 @@ pub fn init() {
         86_400,
         GucContext::Sighup,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"session_gc.max_replica_lag",
+        c"WAL a standby may have left to replay before purges wait for it; 0: no limit.",
+        c"The worker, purge() and cleanup() wait between batches while a connected standby (any walsender in pg_stat_replication) has more than this to replay, up to the run's max_runtime.",
+        &MAX_REPLICA_LAG_KB,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
     );
     GucRegistry::define_int_guc(
         c"session_gc.batch_delay",

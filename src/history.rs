@@ -100,6 +100,9 @@ pub fn finish(
 ) -> GcResult<()> {
     let [expired, idle, aged, inactive, over_cap] = progress.deleted_by_rule;
     let did_something = progress.deleted() > 0 || progress.partitions_dropped > 0;
+    let replica_wait = progress.replica_wait.as_secs_f64();
+    // A run that waited for standbys keeps its history row: the wait is worth seeing.
+    let keep_row = did_something || replica_wait > 0.0;
     identity::as_extension_owner(|| {
         // Kept all the same after a failed worker run: it shows the table recovered, and ends
         // the failures' backoff.
@@ -109,13 +112,14 @@ pub fn finish(
                 AND (SELECT p.status FROM session_gc.history p
                       WHERE p.relid = h.relid AND p.trigger = 'worker' AND p.id < h.id
                       ORDER BY p.id DESC LIMIT 1) IS DISTINCT FROM 'error'",
-            &[id.into(), status.as_str().into(), did_something.into()],
+            &[id.into(), status.as_str().into(), keep_row.into()],
         )?;
         sql::run(
             "UPDATE session_gc.history
                 SET finished_at = clock_timestamp(), status = $2, deleted = $3, expired = $4,
                     idle = $5, aged = $6, inactive = $7, batches = $8, error = $9,
-                    over_cap = $10, partitions_dropped = $11
+                    over_cap = $10, partitions_dropped = $11,
+                    replica_wait = pg_catalog.make_interval(secs => $12)
               WHERE id = $1",
             &[
                 id.into(),
@@ -129,26 +133,29 @@ pub fn finish(
                 error.into(),
                 over_cap.into(),
                 progress.partitions_dropped.into(),
+                replica_wait.into(),
             ],
         )?;
         // The policy may be gone (unregistered, table dropped): then there is nothing to total.
         sql::run(
             "INSERT INTO session_gc.totals AS t (table_name, runs, deleted_total, last_run, last_deleted,
-                                                 last_status, partitions_dropped_total, errors_total)
-             SELECT p.table_name, 1, $2, now(), $2, $3, $4, (CASE WHEN $3 = 'error' THEN 1 ELSE 0 END) FROM session_gc.policies p
-              WHERE p.table_name = $1::oid::regclass AND p.policy_name = (
-                    SELECT min(q.policy_name) FROM session_gc.policies q
-                     WHERE q.table_name = $1::oid::regclass)
+                                                 last_status, partitions_dropped_total, errors_total,
+                                                 replica_wait_total)
+             SELECT $1::oid::regclass, 1, $2, now(), $2, $3, $4,
+                    (CASE WHEN $3 = 'error' THEN 1 ELSE 0 END), pg_catalog.make_interval(secs => $5)
+              WHERE EXISTS (SELECT FROM session_gc.policies p WHERE p.table_name = $1::oid::regclass)
              ON CONFLICT (table_name) DO UPDATE
                 SET runs = t.runs + 1, deleted_total = t.deleted_total + $2,
                     last_run = now(), last_deleted = $2, last_status = $3,
                     partitions_dropped_total = t.partitions_dropped_total + $4,
-                    errors_total = t.errors_total + (CASE WHEN $3 = 'error' THEN 1 ELSE 0 END)",
+                    errors_total = t.errors_total + (CASE WHEN $3 = 'error' THEN 1 ELSE 0 END),
+                    replica_wait_total = t.replica_wait_total + EXCLUDED.replica_wait_total",
             &[
                 relid.into(),
                 progress.deleted().into(),
                 status.as_str().into(),
                 i64::from(progress.partitions_dropped).into(),
+                replica_wait.into(),
             ],
         )?;
         if did_something && gucs::notify() {

@@ -50,3 +50,9 @@ fn register_v2() -> bool {
 fn unregister() -> bool {
     refuse()
 }
+
+/// `session_gc.metrics()` of 0.2.0 and 0.3.0 (13 result columns).
+#[pg_extern(sql = false)]
+fn metrics() -> bool {
+    refuse()
+}

@@ -1,7 +1,7 @@
 //! session_gc: expire and purge web session rows inside PostgreSQL.
 //!
 //! Where things live: `gucs` (settings), `api` (the SQL functions), `policy` (which rows are
-//! expired), `row_filter` (the rows a policy is about), `engine` (how they are removed), `pass` (a round-robin pass with committed batches),
+//! expired), `row_filter` (the rows a policy is about), `engine` (how they are removed), `pass` (a round-robin pass with committed batches), `replicas` (how far standbys are behind),
 //! `worker` (launcher and per-database workers), `stats`, `history`, `identity` (whose rights a
 //! purge runs with), `txn` (subtransactions), `schema` (tables and privileges), `frameworks`
 //! (framework session tables recognized for register()'s hint), `types`, `error`.
@@ -19,6 +19,7 @@ mod identity;
 mod legacy;
 mod pass;
 mod policy;
+mod replicas;
 mod row_filter;
 mod schema;
 mod sql;

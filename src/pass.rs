@@ -12,7 +12,7 @@ use crate::gucs;
 use crate::history::{self, RunStatus, Trigger};
 use crate::policy::{self, Policy};
 use pgrx::pg_sys;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How a pass's units of work are made durable, and how the pass learns it must stop.
 pub trait Transactions {
@@ -30,6 +30,9 @@ pub trait Transactions {
 
     /// Called between batches, to throttle (`session_gc.batch_delay`).
     fn pause(&mut self);
+
+    /// Sleeps `duration` between batches (waiting for standbys), waking for a cancel.
+    fn sleep(&mut self, duration: Duration);
 
     /// Whether each batch's transaction commits on its own (rather than with the caller's).
     fn batch_commits_alone(&self) -> bool {
@@ -91,6 +94,8 @@ enum Turn {
     Finished,
     /// The policy was removed or disabled since the run started: stop without deleting.
     PolicyWithdrawn(&'static str),
+    /// A standby has more WAL left to replay than `session_gc.max_replica_lag`: wait first.
+    StandbyBehind,
 }
 
 /// Runs one pass. Never raises for a table's failure: those end up in history and the summary.
@@ -154,6 +159,10 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                 // Only a batch's own commit may skip the flush, never the caller's transaction.
                 if commits_alone {
                     crate::txn::commit_without_waiting_for_flush();
+                    // Outside the caller's transaction only: waiting there would hold its locks.
+                    if standby_behind() {
+                        return Ok(Turn::StandbyBehind);
+                    }
                 }
                 if let Some(withdrawn) = follow_policy(&mut run, options)? {
                     return Ok(Turn::PolicyWithdrawn(withdrawn));
@@ -178,6 +187,10 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                     }
                 }
                 Ok(Turn::Finished) => close(tx, run, RunStatus::Ok, None, &mut summary),
+                Ok(Turn::StandbyBehind) => {
+                    run.progress.replica_wait += wait_for_standbys(tx, options);
+                    still_active.push(run);
+                }
                 Ok(Turn::PolicyWithdrawn(why)) => {
                     let reason = GcError::new(
                         pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -195,6 +208,48 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
         warn_about(&format!("session_gc: could not trim history: {error}"));
     }
     Ok(summary)
+}
+
+/// How often a purge held back by a standby looks again.
+const STANDBY_POLL: Duration = Duration::from_millis(100);
+
+/// Whether a connected standby has more WAL left to replay than `session_gc.max_replica_lag`:
+/// looked at by every batch, in its own transaction, before it deletes anything.
+fn standby_behind() -> bool {
+    gucs::max_replica_lag_bytes().is_some_and(|limit| {
+        crate::replicas::replay_lag_bytes().is_some_and(|behind| behind > limit)
+    })
+}
+
+/// Waits, between batches and holding no transaction, while a connected standby has more WAL
+/// left to replay than `session_gc.max_replica_lag` (read again at every look: a reload may
+/// change it), until it catches up, the run's deadline passes or the pass must stop. Returns
+/// the time spent waiting.
+fn wait_for_standbys(tx: &mut impl Transactions, options: &PassOptions) -> Duration {
+    let started = Instant::now();
+    loop {
+        if tx.stop_requested()
+            || options
+                .deadline
+                .is_some_and(|deadline| Instant::now() >= deadline)
+        {
+            break;
+        }
+        let Some(limit) = gucs::max_replica_lag_bytes() else {
+            break;
+        };
+        let behind = match crate::replicas::replay_lag_bytes() {
+            Some(behind) if behind > limit => behind,
+            _ => break,
+        };
+        tx.report(&format!(
+            "session_gc: waiting for a standby to replay {} kB of WAL (session_gc.max_replica_lag is {} kB)",
+            behind / 1024,
+            limit / 1024
+        ));
+        tx.sleep(STANDBY_POLL);
+    }
+    started.elapsed()
 }
 
 /// Makes the coming batch act on the policy and table as committed now (and keeps them so until

@@ -951,7 +951,12 @@ impl Policy {
             },
         };
         let several = stored.len() > 1;
-        for row in stored.iter().filter(|p| p.enabled || !any_enabled) {
+        // With every policy disabled, a named purge runs the table's only policy as before;
+        // of several disabled policies it runs none.
+        for row in stored
+            .iter()
+            .filter(|p| p.enabled || (!any_enabled && !several))
+        {
             let resolved = resolve(&info, &row.spec).map_err(|e| {
                 let detail = format!(
                     "The policy {} of {} no longer matches the table: {}",
@@ -1002,18 +1007,19 @@ impl Policy {
     }
 }
 
-/// A table's policies may share it unless one drops partitions or caps users, which act on
-/// all of its rows: register() refuses such a pair, and a load that meets one anyway stops.
+/// Partition drops and a per-user cap act on all of a table's rows: the policy using one must
+/// be the table's only policy. register() refuses such a pair; a load that meets one anyway
+/// (written around register()) stops.
 pub fn shared_table(info: &TableInfo, what: &str) -> GcError {
     GcError::new(
         PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         format!(
-            "{what} must be in the only policy of \"{}\" that uses it",
+            "{what} needs the only policy of \"{}\"",
             info.display_name
         ),
     )
     .detail(format!(
-        "{} has several policies; {what} acts on all of the table's rows, so only one policy may use it and, for drop_partitions, no other policy may exist.",
+        "{what} acts on all of the table's rows, whatever the other policies of {} are about.",
         info.display_name
     ))
     .hint("Unregister the other policies (session_gc.unregister(table, policy_name => ...)), or register without it.")

@@ -13,8 +13,9 @@ use crate::error::{GcError, GcResult};
 use crate::identity;
 use crate::policy::TableInfo;
 use crate::sql;
+use crate::txn;
 use pgrx::pg_sys;
-use pgrx::{PgSqlErrorCode, PgTryBuilder};
+use pgrx::PgSqlErrorCode;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString};
 
@@ -42,35 +43,31 @@ impl RowFilter {
             invalid(text, "The filter contains a zero byte.")
                 .hint("Pass a condition on the table's columns.")
         })?;
+        // In a subtransaction: a parse or analysis error is rolled back and answered here.
         let analyzed = identity::as_table_owner(info.owner, || {
-            PgTryBuilder::new(|| Ok(unsafe { analyze_condition(&statement) }))
-                .catch_others(|caught| match caught {
-                    pgrx::pg_sys::panic::CaughtError::PostgresError(report)
-                    | pgrx::pg_sys::panic::CaughtError::ErrorReport(report) => Err(GcError::new(
-                        report.sql_error_code(),
-                        format!("invalid row_filter: {}", report.message()),
-                    )
+            txn::in_subtransaction(|| Ok(unsafe { analyze_condition(&statement, info.relid) }))
+        })
+        .map_err(|error| {
+            // A mistake in the filter (syntax, names, types: classes 42 and 22) is the
+            // filter's; anything else (a lock timeout) is reported as it is.
+            if matches!(sqlstate_class(error.code), [b'4', b'2'] | [b'2', b'2']) {
+                GcError::new(error.code, format!("invalid row_filter: {}", error.message))
                     .detail(format!("The filter was: {text}"))
                     .hint(
                         "Write one condition on the table's columns, as in a WHERE clause: \
                          context = 'session'. Functions outside pg_catalog must be \
                          schema-qualified.",
-                    )),
-                    pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
-                        Err(GcError::new(
-                            ereport.sql_error_code(),
-                            format!("invalid row_filter: {}", ereport.message()),
-                        ))
-                    }
-                })
-                .execute()
+                    )
+            } else {
+                error
+            }
         })?;
         let tree = match analyzed {
             Analyzed::Condition(tree) => tree,
             Analyzed::NotOneCondition => {
                 return Err(invalid(
                     text,
-                    "It is not one condition: it ends a parenthesis it did not open, or adds a clause of its own.",
+                    "It is not one condition on the table's columns: it ends a parenthesis it did not open, adds a clause of its own, or reads other rows (a subquery).",
                 )
                 .hint("Write one condition on the table's columns, as in a WHERE clause: context = 'session'."))
             }
@@ -124,7 +121,7 @@ enum Analyzed {
 
 /// Parses and analyzes `SELECT FROM table WHERE (filter)`; its WHERE is the filter only if
 /// the statement is exactly that.
-unsafe fn analyze_condition(statement: &CStr) -> Analyzed {
+unsafe fn analyze_condition(statement: &CStr, relid: pg_sys::Oid) -> Analyzed {
     let parsed = pg_sys::raw_parser(statement.as_ptr(), pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
     if parsed.is_null() || (*parsed).length != 1 {
         return Analyzed::NotOneCondition;
@@ -157,8 +154,11 @@ unsafe fn analyze_condition(statement: &CStr) -> Analyzed {
         && !q.hasWindowFuncs
         && !q.hasTargetSRFs
         && !q.hasModifyingCTE
+        && !q.hasSubLinks
         && !q.rtable.is_null()
         && (*q.rtable).length == 1
+        // The table analyzed is the one rendered against (not one renamed into its name).
+        && (*(pg_sys::list_nth(q.rtable, 0) as *mut pg_sys::RangeTblEntry)).relid == relid
         && !jointree.is_null()
         && !(*jointree).fromlist.is_null()
         && (*(*jointree).fromlist).length == 1
@@ -172,6 +172,15 @@ unsafe fn analyze_condition(statement: &CStr) -> Analyzed {
     }
     let tree = CStr::from_ptr(pg_sys::nodeToString(quals as *const _)).to_owned();
     Analyzed::Condition(tree)
+}
+
+/// The two characters of a SQLSTATE's class (`MAKE_SQLSTATE` packs six bits per character).
+fn sqlstate_class(code: PgSqlErrorCode) -> [u8; 2] {
+    let packed = code as i32;
+    [
+        (packed & 0x3F) as u8 + b'0',
+        ((packed >> 6) & 0x3F) as u8 + b'0',
+    ]
 }
 
 fn invalid(text: &str, detail: &str) -> GcError {

@@ -55,7 +55,9 @@ CREATE TABLE session_gc.totals (
     last_deleted   bigint,
     last_status    text,
     partitions_dropped_total bigint NOT NULL DEFAULT 0,
-    errors_total   bigint      NOT NULL DEFAULT 0
+    errors_total   bigint      NOT NULL DEFAULT 0,
+    -- Since 0.4.0: time purges waited for standbys (session_gc.max_replica_lag).
+    replica_wait_total interval NOT NULL DEFAULT '0'
 );
 
 -- One row per run and table; trimmed by session_gc.history_retention.
@@ -77,7 +79,8 @@ CREATE TABLE session_gc.history (
     error        text,
     pid          integer,
     over_cap     bigint      NOT NULL DEFAULT 0,
-    partitions_dropped integer NOT NULL DEFAULT 0
+    partitions_dropped integer NOT NULL DEFAULT 0,
+    replica_wait interval    NOT NULL DEFAULT '0'
 );
 CREATE INDEX history_started_at_idx ON session_gc.history (started_at);
 CREATE INDEX history_relid_idx ON session_gc.history (relid, started_at);

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 
 /// The settings every statement runs under, and why.
-const PINNED: [(&str, &str); 6] = [
+const PINNED: [(&str, &str); 7] = [
     // Only PostgreSQL's own functions, operators and casts; our objects are qualified.
     ("search_path", "pg_catalog, pg_temp"),
     // Keys and intervals travel as text between statements: one spelling for all callers.
@@ -38,6 +38,8 @@ const PINNED: [(&str, &str); 6] = [
     ("TimeZone", "UTC"),
     // Backslashes in our string literals (regular expressions) are literal.
     ("standard_conforming_strings", "on"),
+    // Floats print exactly (a row filter's constants are rendered back to SQL).
+    ("extra_float_digits", "1"),
 ];
 
 thread_local! {

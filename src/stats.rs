@@ -97,6 +97,7 @@ pub struct TableMetrics {
     pub last_run_age_seconds: Option<f64>,
     pub last_status: Option<String>,
     pub table_bytes: Option<i64>,
+    pub replica_wait_seconds_total: f64,
 }
 
 /// Every registered table's metrics. Counts only, so no ownership is required; a policy that
@@ -112,7 +113,8 @@ pub fn metrics() -> GcResult<Vec<TableMetrics>> {
                             coalesce(t.errors_total, 0),
                             extract(epoch FROM now() - t.last_run)::float8, t.last_status,
                             (SELECT sum(pg_catalog.pg_total_relation_size(x.relid))::int8
-                               FROM {LEAF_RELATIONS} x)
+                               FROM {LEAF_RELATIONS} x),
+                            extract(epoch FROM t.replica_wait_total)::float8
                        FROM (SELECT q.table_name, bool_or(q.enabled) AS enabled,
                                     max(q.strategy) AS strategy
                                FROM session_gc.policies q
@@ -133,6 +135,7 @@ pub fn metrics() -> GcResult<Vec<TableMetrics>> {
                         last_run_age_seconds: row.get(8)?,
                         last_status: row.get(9)?,
                         table_bytes: row.get(10)?,
+                        replica_wait_seconds_total: row.get(11)?.unwrap_or(0.0),
                     })
                 },
             )?;

@@ -277,6 +277,14 @@ impl Transactions for WorkerTransactions {
         pgrx::check_for_interrupts!();
     }
 
+    fn sleep(&mut self, duration: Duration) {
+        reload_config_if_asked();
+        if !shutdown_requested() {
+            BackgroundWorker::wait_latch(Some(duration));
+        }
+        pgrx::check_for_interrupts!();
+    }
+
     fn report(&mut self, activity: &str) {
         report_activity(activity);
     }

@@ -990,18 +990,25 @@ fn disabled_and_unregistered_policies_of_a_shared_table() {
         scalar(&mut c, "SELECT count(*) FROM session_gc.totals"),
     );
     assert_eq!((policies, totals), (0, 0), "and go with the last one");
-    // A cap may share the table with filtered policies; a second cap, a filtered cap and
-    // partition drops beside another policy may not.
+    // Of several disabled policies a named purge runs none.
     c.batch_execute(TOKEN_POLICIES).unwrap();
     c.batch_execute(
-        "ALTER TABLE tokens ADD COLUMN user_id int; CREATE INDEX ON tokens (user_id);
-         SELECT session_gc.register('tokens', policy_name => 'cap', user_column => 'user_id',
-                  max_per_user => 5, activity_column => 'inserted_at');",
+        "UPDATE session_gc.policies SET enabled = false;
+         INSERT INTO tokens (context, inserted_at) VALUES ('session', now() - interval '90 days');",
     )
     .unwrap();
+    assert_eq!(cleanup(&mut c, "'tokens'").deleted, 0);
+    // Beside other policies, a policy without a filter (its rules would reach every row), a
+    // cap and partition drops (they act on every row) are refused, filtered or not.
+    c.batch_execute("ALTER TABLE tokens ADD COLUMN user_id int; CREATE INDEX ON tokens (user_id);")
+        .unwrap();
     for (call, code) in [
         (
-            "SELECT session_gc.register('tokens', policy_name => 'cap2', user_column => 'user_id',
+            "SELECT session_gc.register('tokens', created_column => 'inserted_at', max_age => '1 day')",
+            "22023",
+        ),
+        (
+            "SELECT session_gc.register('tokens', policy_name => 'cap', user_column => 'user_id',
                       max_per_user => 3, activity_column => 'inserted_at')",
             "0A000",
         ),
@@ -1020,6 +1027,19 @@ fn disabled_and_unregistered_policies_of_a_shared_table() {
         assert_eq!(error.code, code, "{call}: {error:?}");
         assert!(error.hint.is_some(), "{call}: a hint");
     }
+    let policies: i64 = scalar(&mut c, "SELECT count(*) FROM session_gc.policies");
+    assert_eq!(policies, 3, "nothing registered");
+    // A table's only policy may be unfiltered; then no other may join it.
+    c.batch_execute("SELECT session_gc.unregister('tokens');
+                     SELECT session_gc.register('tokens', created_column => 'inserted_at', max_age => '60 days');")
+        .unwrap();
+    let error = expect_error(
+        &mut c,
+        "SELECT session_gc.register('tokens', policy_name => 'reset_password',
+                  row_filter => $$context = 'reset_password'$$,
+                  created_column => 'inserted_at', max_age => '1 day')",
+    );
+    assert_eq!(error.code, "22023", "{error:?}");
 }
 
 #[test]
@@ -1039,6 +1059,8 @@ fn a_row_filter_is_one_condition_checked_as_the_table_owner() {
         // Clauses of their own after the condition.
         ("true) UNION SELECT FROM pg_class WHERE (true", "22023"),
         ("true) ORDER BY (context", "22023"),
+        // Other rows than the one checked: not a condition on the row.
+        ("context IN (SELECT relname::text FROM pg_class)", "22023"),
         ("1 = 1) --", "42601"),
         ("context = $1", "42P02"),
         ("random() < 0.5", "22023"),

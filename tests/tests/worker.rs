@@ -731,3 +731,148 @@ fn a_batch_timeout_fails_the_batch_and_the_failure_is_recorded() {
         "every batch was cancelled"
     );
 }
+
+/// Whether the worker of this database says it waits for a standby.
+fn worker_waits_for_a_standby(client: &mut Client) -> bool {
+    count(
+        client,
+        "pg_stat_activity WHERE backend_type = 'session_gc worker'
+           AND query LIKE 'session_gc: waiting for a standby%'",
+    ) == 1
+}
+
+fn pause_replay(standby: &mut Client) {
+    standby
+        .batch_execute("SELECT pg_wal_replay_pause()")
+        .unwrap();
+    wait_until("replay is paused", DEADLINE, || {
+        scalar::<String>(standby, "SELECT pg_get_wal_replay_pause_state()") == "paused"
+    });
+}
+
+/// With `session_gc.max_replica_lag`, the worker stops deleting while a standby's replay is
+/// paused (within what the limit lets through), purge() waits until its max_runtime and says
+/// so in history, and both go on once the standby replays again, or disconnects.
+#[test]
+fn purges_wait_for_a_standby_that_is_behind() {
+    let primary = Cluster::start(
+        "w_lag_primary",
+        &[
+            PRELOAD,
+            "session_gc.interval = 1",
+            "session_gc.enabled = off",
+            "session_gc.max_replica_lag = '256kB'",
+        ],
+    );
+    let db = primary.fresh_db("w_lag");
+    let mut p = primary.connect(&db);
+    sessions_table(&mut p, "sessions", 100_000, 10);
+    p.batch_execute("CHECKPOINT").unwrap();
+    let standby = Cluster::replica_of(&primary, "w_lag_standby", &["hot_standby = on"]);
+    let mut s = standby.connect(&db);
+    wait_until("the standby has the sessions", DEADLINE, || {
+        s.query_one("SELECT count(*) FROM sessions", &[])
+            .map(|row| row.get::<_, i64>(0) == 100_010)
+            .unwrap_or(false)
+    });
+    pause_replay(&mut s);
+    reload(&mut p, &[("session_gc.enabled", "on")]);
+    wait_until("the worker waits for the standby", DEADLINE, || {
+        worker_waits_for_a_standby(&mut p)
+    });
+    let left = count(&mut p, "sessions");
+    assert!(
+        left > 90_000,
+        "at most what 256kB of WAL holds went before the wait: {left} left"
+    );
+    // purge() waits too, until its max_runtime, and history says how long.
+    let started = Instant::now();
+    p.batch_execute("CALL session_gc.purge('sessions', max_runtime => '2 seconds')")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    let (status, deleted, waited): (String, i64, f64) = {
+        let row = p
+            .query_one(
+                "SELECT status, deleted, extract(epoch FROM replica_wait)::float8
+                   FROM session_gc.history WHERE trigger = 'manual'",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!((status.as_str(), deleted), ("partial", 0));
+    assert!(waited >= 1.5, "waited {waited} s");
+    assert!(worker_waits_for_a_standby(&mut p), "still waiting");
+    assert_eq!(
+        count(&mut p, "sessions"),
+        left,
+        "nothing deleted while waiting"
+    );
+
+    s.batch_execute("SELECT pg_wal_replay_resume()").unwrap();
+    wait_until(
+        "the worker finishes once the standby replays",
+        DEADLINE,
+        || count(&mut p, "sessions") == 10,
+    );
+    let waited_total: f64 = scalar(
+        &mut p,
+        "SELECT replica_wait_seconds_total FROM session_gc.metrics()",
+    );
+    assert!(waited_total >= 1.5, "metrics: {waited_total} s");
+
+    // A standby that goes away holds nothing. Paused first: the new rows alone put it behind.
+    pause_replay(&mut s);
+    p.batch_execute(
+        "INSERT INTO sessions (expires) SELECT now() - interval '1 minute'
+           FROM generate_series(1, 50000)",
+    )
+    .unwrap();
+    wait_until("the worker waits again", DEADLINE, || {
+        worker_waits_for_a_standby(&mut p)
+    });
+    drop(s);
+    standby.pg_ctl(&["stop", "-m", "immediate", "-w"]);
+    wait_until("the worker finishes without the standby", DEADLINE, || {
+        count(&mut p, "sessions") == 10
+    });
+}
+
+/// The worker purges a table's policies together, each only the rows its filter selects.
+#[test]
+fn the_worker_purges_policies_with_row_filters() {
+    let cluster = Cluster::start("w_filters", &[PRELOAD, "session_gc.interval = 1"]);
+    let db = cluster.fresh_db("w_filters");
+    let mut c = cluster.connect(&db);
+    c.batch_execute(
+        "CREATE TABLE tokens (id bigserial PRIMARY KEY, context text NOT NULL,
+                              inserted_at timestamptz NOT NULL);
+         CREATE INDEX ON tokens (context, inserted_at);
+         CREATE INDEX ON tokens (inserted_at);
+         INSERT INTO tokens (context, inserted_at)
+         SELECT c, now() - make_interval(hours => h)
+           FROM unnest(ARRAY['session', 'reset_password', 'api']) c,
+                generate_series(1, 2000) h;
+         SELECT session_gc.register('tokens', policy_name => 'session',
+                  row_filter => $$context = 'session'$$,
+                  created_column => 'inserted_at', max_age => '60 days');
+         SELECT session_gc.register('tokens', policy_name => 'reset_password',
+                  row_filter => $$context = 'reset_password'$$,
+                  created_column => 'inserted_at', max_age => '1 day');",
+    )
+    .unwrap();
+    // Sessions up to 60 days (1440 hours) stay, reset tokens up to a day, api tokens all.
+    wait_until("the worker purges each kind at its age", DEADLINE, || {
+        count(&mut c, "tokens WHERE context = 'session'") == 1439
+            && count(&mut c, "tokens WHERE context = 'reset_password'") == 23
+    });
+    assert_eq!(count(&mut c, "tokens WHERE context = 'api'"), 2000);
+    assert_eq!(
+        count(
+            &mut c,
+            "session_gc.history WHERE trigger = 'worker' AND status = 'ok'"
+        ),
+        1,
+        "one run for the table's policies"
+    );
+}
