@@ -27,8 +27,9 @@ pub const CLEANUP_WORKER_NAME: &str = "session_gc cleanup";
 const ERROR_BYTES: usize = 480;
 
 /// The caller's settings the worker purges with, as the caller's own purge would.
-const CARRIED_SETTINGS: [&str; 6] = [
+const CARRIED_SETTINGS: [&str; 7] = [
     "session_gc.batch_size",
+    "session_gc.max_replica_lag",
     "session_gc.lock_timeout",
     "session_gc.notify",
     "session_gc.wal_compression",
@@ -339,6 +340,7 @@ fn run_requested_pass(
     };
     let mut tx = crate::worker::WorkerTransactions {
         caller_pid: Some(caller_pid),
+        stopping: false,
     };
     // The caller's settings, for the whole session; then its identity, as a SECURITY DEFINER
     // function would switch (the worker connected as the role the caller logged in as).

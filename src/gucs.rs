@@ -210,7 +210,7 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"session_gc.max_replica_lag",
         c"WAL a standby may have left to replay before purges wait for it; 0: no limit.",
-        c"The worker, purge() and cleanup() wait between batches while a connected standby (any walsender in pg_stat_replication) has more than this to replay, up to the run's max_runtime.",
+        c"The worker, purge() and cleanup() wait between batches while a connected physical standby has more than this to replay, up to the run's max_runtime.",
         &MAX_REPLICA_LAG_KB,
         0,
         i32::MAX,

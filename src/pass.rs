@@ -155,14 +155,16 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                 run.progress.deleted()
             ));
             let commits_alone = tx.batch_commits_alone();
+            // A run's first batch does not look: a table with nothing to purge never waits.
+            let may_wait = commits_alone && run.progress.batches > 0;
             let turn = tx.run_batch(|| {
                 // Only a batch's own commit may skip the flush, never the caller's transaction.
                 if commits_alone {
                     crate::txn::commit_without_waiting_for_flush();
-                    // Outside the caller's transaction only: waiting there would hold its locks.
-                    if standby_behind() {
-                        return Ok(Turn::StandbyBehind);
-                    }
+                }
+                // Outside the caller's transaction only: waiting there would hold its locks.
+                if may_wait && standby_behind() {
+                    return Ok(Turn::StandbyBehind);
                 }
                 if let Some(withdrawn) = follow_policy(&mut run, options)? {
                     return Ok(Turn::PolicyWithdrawn(withdrawn));
@@ -188,8 +190,20 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                 }
                 Ok(Turn::Finished) => close(tx, run, RunStatus::Ok, None, &mut summary),
                 Ok(Turn::StandbyBehind) => {
-                    run.progress.replica_wait += wait_for_standbys(tx, options);
-                    still_active.push(run);
+                    let (waited, gave_up) = wait_for_standbys(tx, options);
+                    run.progress.replica_wait += waited;
+                    if gave_up {
+                        let reason = GcError::new(
+                            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                            format!(
+                                "a standby stayed more than session_gc.max_replica_lag behind for {} s; the rest waits for the next run",
+                                waited.as_secs()
+                            ),
+                        );
+                        close(tx, run, RunStatus::Partial, Some(reason), &mut summary);
+                    } else {
+                        still_active.push(run);
+                    }
                 }
                 Ok(Turn::PolicyWithdrawn(why)) => {
                     let reason = GcError::new(
@@ -222,26 +236,30 @@ fn standby_behind() -> bool {
 }
 
 /// Waits, between batches and holding no transaction, while a connected standby has more WAL
-/// left to replay than `session_gc.max_replica_lag` (read again at every look: a reload may
-/// change it), until it catches up, the run's deadline passes or the pass must stop. Returns
-/// the time spent waiting.
-fn wait_for_standbys(tx: &mut impl Transactions, options: &PassOptions) -> Duration {
+/// left to replay than `session_gc.max_replica_lag` (read again at every look: the workers take
+/// a reload meanwhile), until it catches up or the pass must stop; at most until the run's
+/// deadline, or `session_gc.max_runtime` for a call without one (a `cleanup()` caller waits
+/// meanwhile, holding its snapshot). Returns the time spent waiting, and whether it gave up
+/// with the standby still behind.
+fn wait_for_standbys(tx: &mut impl Transactions, options: &PassOptions) -> (Duration, bool) {
     let started = Instant::now();
+    let until = options
+        .deadline
+        .unwrap_or_else(|| started + gucs::max_runtime());
     loop {
-        if tx.stop_requested()
-            || options
-                .deadline
-                .is_some_and(|deadline| Instant::now() >= deadline)
-        {
-            break;
+        if tx.stop_requested() {
+            return (started.elapsed(), false);
         }
         let Some(limit) = gucs::max_replica_lag_bytes() else {
-            break;
+            return (started.elapsed(), false);
         };
         let behind = match crate::replicas::replay_lag_bytes() {
             Some(behind) if behind > limit => behind,
-            _ => break,
+            _ => return (started.elapsed(), false),
         };
+        if Instant::now() >= until {
+            return (started.elapsed(), true);
+        }
         tx.report(&format!(
             "session_gc: waiting for a standby to replay {} kB of WAL (session_gc.max_replica_lag is {} kB)",
             behind / 1024,
@@ -249,7 +267,6 @@ fn wait_for_standbys(tx: &mut impl Transactions, options: &PassOptions) -> Durat
         ));
         tx.sleep(STANDBY_POLL);
     }
-    started.elapsed()
 }
 
 /// Makes the coming batch act on the policy and table as committed now (and keeps them so until

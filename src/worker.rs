@@ -250,6 +250,8 @@ unsafe fn scan_pg_database() -> Vec<(pg_sys::Oid, String)> {
 /// `caller_pid`: the backend waiting for this worker (`cleanup()`); the pass stops when it is gone.
 pub struct WorkerTransactions {
     pub caller_pid: Option<i32>,
+    /// The postmaster died (or SIGTERM came) during a sleep: the pass ends.
+    pub stopping: bool,
 }
 
 impl Transactions for WorkerTransactions {
@@ -262,7 +264,8 @@ impl Transactions for WorkerTransactions {
     }
 
     fn stop_requested(&mut self) -> bool {
-        shutdown_requested()
+        self.stopping
+            || shutdown_requested()
             || self
                 .caller_pid
                 .is_some_and(|pid| unsafe { pg_sys::BackendPidGetProc(pid).is_null() })
@@ -279,8 +282,8 @@ impl Transactions for WorkerTransactions {
 
     fn sleep(&mut self, duration: Duration) {
         reload_config_if_asked();
-        if !shutdown_requested() {
-            BackgroundWorker::wait_latch(Some(duration));
+        if !shutdown_requested() && !BackgroundWorker::wait_latch(Some(duration)) {
+            self.stopping = true;
         }
         pgrx::check_for_interrupts!();
     }
@@ -301,7 +304,10 @@ pub extern "C-unwind" fn session_gc_worker_main(_arg: pg_sys::Datum) {
     if !gucs::enabled() || unsafe { pg_sys::RecoveryInProgress() } {
         return;
     }
-    let mut tx = WorkerTransactions { caller_pid: None };
+    let mut tx = WorkerTransactions {
+        caller_pid: None,
+        stopping: false,
+    };
     match tx.run(crate::schema::installed_version) {
         Ok(Some(version)) if version == crate::schema::LIBRARY_VERSION => {}
         Ok(Some(version)) => {

@@ -785,7 +785,8 @@ fn purges_wait_for_a_standby_that_is_behind() {
         left > 90_000,
         "at most what 256kB of WAL holds went before the wait: {left} left"
     );
-    // purge() waits too, until its max_runtime, and history says how long.
+    // purge() waits too, after its first batch (a table with nothing to purge never waits),
+    // until its max_runtime, and history says how long.
     let started = Instant::now();
     p.batch_execute("CALL session_gc.purge('sessions', max_runtime => '2 seconds')")
         .unwrap();
@@ -800,12 +801,13 @@ fn purges_wait_for_a_standby_that_is_behind() {
             .unwrap();
         (row.get(0), row.get(1), row.get(2))
     };
-    assert_eq!((status.as_str(), deleted), ("partial", 0));
+    assert_eq!(status, "partial");
+    assert!(deleted <= 500, "one batch, then the wait: {deleted}");
     assert!(waited >= 1.5, "waited {waited} s");
     assert!(worker_waits_for_a_standby(&mut p), "still waiting");
     assert_eq!(
         count(&mut p, "sessions"),
-        left,
+        left - deleted,
         "nothing deleted while waiting"
     );
 
