@@ -94,8 +94,6 @@ enum Turn {
     Finished,
     /// The policy was removed or disabled since the run started: stop without deleting.
     PolicyWithdrawn(&'static str),
-    /// A standby has more WAL left to replay than `session_gc.max_replica_lag`: wait first.
-    StandbyBehind,
 }
 
 /// Runs one pass. Never raises for a table's failure: those end up in history and the summary.
@@ -155,16 +153,30 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                 run.progress.deleted()
             ));
             let commits_alone = tx.batch_commits_alone();
-            // A run's first batch does not look: a table with nothing to purge never waits.
-            let may_wait = commits_alone && run.progress.batches > 0;
+            // Outside the caller's transaction only: waiting there would hold its locks. A run's
+            // first batch does not look: a table with nothing to purge never waits.
+            if commits_alone && run.progress.batches > 0 && standby_behind() {
+                let (waited, gave_up) = wait_for_standbys(tx, options);
+                run.progress.replica_wait += waited;
+                if gave_up {
+                    let reason = GcError::new(
+                        pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                        format!(
+                            "a standby stayed more than session_gc.max_replica_lag behind for {} s; the rest waits for the next run",
+                            waited.as_secs()
+                        ),
+                    );
+                    close(tx, run, RunStatus::Partial, Some(reason), &mut summary);
+                } else {
+                    still_active.push(run);
+                }
+                tx.pause();
+                continue;
+            }
             let turn = tx.run_batch(|| {
                 // Only a batch's own commit may skip the flush, never the caller's transaction.
                 if commits_alone {
                     crate::txn::commit_without_waiting_for_flush();
-                }
-                // Outside the caller's transaction only: waiting there would hold its locks.
-                if may_wait && standby_behind() {
-                    return Ok(Turn::StandbyBehind);
                 }
                 if let Some(withdrawn) = follow_policy(&mut run, options)? {
                     return Ok(Turn::PolicyWithdrawn(withdrawn));
@@ -189,22 +201,6 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                     }
                 }
                 Ok(Turn::Finished) => close(tx, run, RunStatus::Ok, None, &mut summary),
-                Ok(Turn::StandbyBehind) => {
-                    let (waited, gave_up) = wait_for_standbys(tx, options);
-                    run.progress.replica_wait += waited;
-                    if gave_up {
-                        let reason = GcError::new(
-                            pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                            format!(
-                                "a standby stayed more than session_gc.max_replica_lag behind for {} s; the rest waits for the next run",
-                                waited.as_secs()
-                            ),
-                        );
-                        close(tx, run, RunStatus::Partial, Some(reason), &mut summary);
-                    } else {
-                        still_active.push(run);
-                    }
-                }
                 Ok(Turn::PolicyWithdrawn(why)) => {
                     let reason = GcError::new(
                         pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
@@ -228,7 +224,7 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
 const STANDBY_POLL: Duration = Duration::from_millis(100);
 
 /// Whether a connected standby has more WAL left to replay than `session_gc.max_replica_lag`:
-/// looked at by every batch, in its own transaction, before it deletes anything.
+/// looked at before every batch but a run's first (shared memory: no transaction needed).
 fn standby_behind() -> bool {
     gucs::max_replica_lag_bytes().is_some_and(|limit| {
         crate::replicas::replay_lag_bytes().is_some_and(|behind| behind > limit)

@@ -14,7 +14,7 @@ use crate::identity;
 use crate::row_filter::RowFilter;
 use crate::sql;
 use pgrx::datum::{Date, Timestamp, TimestampWithTimeZone};
-use pgrx::spi::quote_identifier;
+use pgrx::spi::{quote_identifier, quote_literal};
 use pgrx::{pg_sys, PgSqlErrorCode};
 use std::rc::Rc;
 
@@ -941,11 +941,7 @@ impl Policy {
             batch_size: None,
             strategy: Strategy::DeleteRows,
             version: PolicyVersion {
-                row_version: stored
-                    .iter()
-                    .map(|p| p.row_version.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
+                row_version: combined_row_version(stored.iter().map(|p| p.row_version.as_str())),
                 enabled: any_enabled,
                 table_version: stored[0].table_version.clone(),
             },
@@ -1025,8 +1021,10 @@ pub fn shared_table(info: &TableInfo, what: &str) -> GcError {
     .hint("Unregister the other policies (session_gc.unregister(table, policy_name => ...)), or register without it.")
 }
 
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+/// The version of a table's policies: their rows' `xmin`s in `policy_name` order, so a load
+/// and a batch's look agree on it.
+fn combined_row_version<'a>(xmins: impl Iterator<Item = &'a str>) -> String {
+    xmins.collect::<Vec<_>>().join(",")
 }
 
 /// One stored policy row of a table.
@@ -1111,11 +1109,11 @@ pub fn lock_committed_version(
         if locked.is_empty() {
             return Ok::<_, GcError>(None);
         }
-        let row_version = locked
-            .iter()
-            .map(|(xmin, _)| xmin.clone().unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join(",");
+        let row_version = combined_row_version(
+            locked
+                .iter()
+                .map(|(xmin, _)| xmin.as_deref().unwrap_or_default()),
+        );
         let enabled = locked.iter().any(|(_, enabled)| *enabled == Some(true));
         Ok(Some((row_version, enabled)))
     })?;
