@@ -3,20 +3,24 @@
 //! would, with all rules applied in the same pass. (A table with children is walked along its
 //! rules' indexes, which partition pruning keeps to the partitions concerned.)
 //!
-//! The table is walked in ctid order. A batch reads the expired rows from where the previous
-//! batch stopped, in physical order, through a materialized scan of the TID range (which no
-//! index can serve) read only as far as needed: the first `batch size` of them are deleted by
-//! their ctids (a TID scan, rules re-checked), the next one is the bound where the next batch
-//! starts. At most `batch size` rows, however densely rows lie and whatever the planner
-//! believes; nothing in the statements changes how the queries of the table's triggers and
-//! foreign keys are planned.
+//! The table is walked in ctid order. A batch is one DELETE of the expired rows after where the
+//! previous batch stopped, scanned in physical order (a TID range scan, which no index can
+//! serve) and run with the batch size as the executor's row limit: the scan stops at the row
+//! that fills the batch, and the next batch starts after it. So each page is read once and each
+//! row checked once, by the statement that deletes it, and a batch holds at most `batch size`
+//! rows however densely they lie and whatever the planner believes. Nothing in the statement
+//! changes how the queries of the table's triggers and foreign keys are planned. A batch that
+//! meets a row the application holds is redone lock-skipping: the range's next `batch size`
+//! expired rows found first, those not locked deleted by ctid.
 
 use super::{cutoff_args, is_contention, retrying_moved_rows, Batch, ROW_LOCK_WAIT_MS};
 use crate::error::{GcError, GcResult};
 use crate::identity;
-use crate::policy::{Policy, RULE_KINDS};
+use crate::policy::Policy;
 use crate::sql;
 use crate::txn;
+use pgrx::itemptr::item_pointer_get_both;
+use pgrx::pg_sys::ItemPointerData;
 
 /// The share of a table's rows (by the planner's estimates) expired from which a purge walks the
 /// heap rather than the rules' indexes.
@@ -31,8 +35,8 @@ const PHYSICAL_ORDER: [(&str, &str); 2] =
 pub struct HeapWalk {
     range_delete: String,
     skip_delete: String,
-    /// Where the next batch starts (a ctid, as text).
-    from: String,
+    /// The ctid the next batch starts after, as text (`(0,0)` is before every row).
+    after: String,
     /// Where the walk ends: the table's size when the run started (rows written later are new).
     end: String,
     done: bool,
@@ -93,7 +97,7 @@ impl HeapWalk {
         Ok(Some(HeapWalk {
             range_delete,
             skip_delete,
-            from: "(0,0)".into(),
+            after: "(0,0)".into(),
             end: format!("({blocks},0)"),
             done: false,
         }))
@@ -107,58 +111,146 @@ impl HeapWalk {
         if self.done {
             return Ok(None);
         }
-        let (from, end) = (self.from.clone(), self.end.clone());
-        let run = |statement: &str, lock_timeout_ms: i32| {
-            identity::as_table_owner_with(policy.owner, lock_timeout_ms, &PHYSICAL_ORDER, || {
-                let mut args = cutoff_args(policy)?;
-                args.push(from.as_str().into());
-                args.push(end.as_str().into());
-                args.push(batch_size.into());
-                let rows = sql::rows_written(statement, &args, |row| {
-                    Ok((row.get::<String>(1)?, row.get::<String>(2)?))
-                })?;
-                let (counts, bound) = rows.into_iter().next().unwrap_or((None, None));
-                let mut deleted_by_rule = [0i64; RULE_KINDS];
-                for (slot, count) in deleted_by_rule
-                    .iter_mut()
-                    .zip(counts.unwrap_or_default().split(','))
-                {
-                    *slot = count.trim().parse().unwrap_or(0);
-                }
-                Ok::<_, GcError>((
-                    Batch {
-                        deleted_by_rule,
-                        partitions_dropped: 0,
-                    },
-                    bound,
-                ))
-            })
-        };
         let wait = ROW_LOCK_WAIT_MS.min(crate::gucs::lock_timeout_ms());
-        let (batch, bound) = match txn::in_subtransaction(|| run(&self.range_delete, wait)) {
-            Ok(done) => done,
+        let step = match txn::in_subtransaction(|| self.delete_in_range(policy, batch_size, wait)) {
+            Ok(step) => step,
             Err(error) if is_contention(&error) => {
-                retrying_moved_rows(|| run(&self.skip_delete, crate::gucs::lock_timeout_ms()))?
+                retrying_moved_rows(|| self.delete_skipping_locked(policy, batch_size))?
             }
             Err(error) => return Err(error),
         };
-        match bound {
-            Some(bound) => self.from = bound,
+        match step.last_visited {
+            Some(last) => self.after = last,
             None => self.done = true,
         }
-        Ok(Some(batch))
+        Ok(Some(step.batch))
+    }
+
+    /// The fast path: one DELETE scanning the range after the last batch in physical order,
+    /// stopped by the executor once it has deleted `batch_size` rows. Each page is visited
+    /// once, and each row checked once, by the statement that deletes it.
+    fn delete_in_range(&self, policy: &Policy, batch_size: i64, wait_ms: i32) -> GcResult<Step> {
+        let args = self.args(policy, None)?;
+        let rows = identity::as_table_owner_with(policy.owner, wait_ms, &PHYSICAL_ORDER, || {
+            sql::rows_written_up_to(&self.range_delete, &args, Some(batch_size), |row| {
+                Ok((row.get::<ItemPointerData>(1)?, row.get::<i32>(2)?))
+            })
+        })?;
+        let mut batch = Batch::default();
+        for (_, rule) in &rows {
+            if let Some(slot) = rule.and_then(|rule| batch.deleted_by_rule.get_mut(rule as usize)) {
+                *slot += 1;
+            }
+        }
+        // Fewer rows than asked for: the scan reached the end of the range. Otherwise the next
+        // batch starts after the last row deleted, where the scan stopped. (A row updated while
+        // being deleted comes back with its new version's ctid, wherever the update put it: one
+        // that is not after where the batch started is no position, and the next batch scans
+        // again from the same place, which finds only rows not deleted yet.)
+        let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= batch_size;
+        let last_visited = if full {
+            let last = rows.last().and_then(|(tid, _)| *tid).map(tid_text);
+            Some(match last {
+                Some(last) if self.is_ahead(&last) => last,
+                _ => self.after.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(Step {
+            batch,
+            last_visited,
+        })
+    }
+
+    /// The path around rows the application holds: the range's first `batch_size` expired rows,
+    /// those not locked deleted, the next batch starting after the last of them.
+    fn delete_skipping_locked(&self, policy: &Policy, batch_size: i64) -> GcResult<Step> {
+        let args = self.args(policy, Some(batch_size))?;
+        let rows = identity::as_table_owner_with(
+            policy.owner,
+            crate::gucs::lock_timeout_ms(),
+            &PHYSICAL_ORDER,
+            || {
+                sql::rows_written(&self.skip_delete, &args, |row| {
+                    Ok((row.get::<String>(1)?, row.get::<String>(2)?))
+                })
+            },
+        )?;
+        let (counts, last) = rows.into_iter().next().unwrap_or((None, None));
+        let mut batch = Batch::default();
+        for (slot, count) in batch
+            .deleted_by_rule
+            .iter_mut()
+            .zip(counts.unwrap_or_default().split(','))
+        {
+            *slot = count.trim().parse().unwrap_or(0);
+        }
+        Ok(Step {
+            batch,
+            last_visited: last,
+        })
+    }
+
+    /// The rules' cutoffs, the ctid the batch starts after, the one the walk ends before, and
+    /// for the lock-skipping statement the batch size.
+    fn args(
+        &self,
+        policy: &Policy,
+        batch_size: Option<i64>,
+    ) -> GcResult<Vec<pgrx::datum::DatumWithOid<'static>>> {
+        let mut args = cutoff_args(policy)?;
+        args.push(self.after.clone().into());
+        args.push(self.end.clone().into());
+        if let Some(size) = batch_size {
+            args.push(size.into());
+        }
+        Ok(args)
+    }
+
+    /// Whether a ctid lies after where this batch started and before the walk's end.
+    fn is_ahead(&self, tid: &str) -> bool {
+        let (Some(tid), Some(after), Some(end)) =
+            (parse_tid(tid), parse_tid(&self.after), parse_tid(&self.end))
+        else {
+            return false;
+        };
+        tid > after && tid < end
     }
 }
 
+/// What one batch did, and the last ctid it visited (None: the walk reached its end).
+struct Step {
+    batch: Batch,
+    last_visited: Option<String>,
+}
+
+/// A ctid as its text form, `(block,offset)`.
+fn tid_text(tid: ItemPointerData) -> String {
+    let (block, offset) = item_pointer_get_both(tid);
+    format!("({block},{offset})")
+}
+
+/// `(block,offset)` back to numbers, which order as ctids do.
+fn parse_tid(text: &str) -> Option<(u64, u64)> {
+    let (block, offset) = text
+        .trim()
+        .strip_prefix('(')?
+        .strip_suffix(')')?
+        .split_once(',')?;
+    Some((block.trim().parse().ok()?, offset.trim().parse().ok()?))
+}
+
 /// The fast and the lock-skipping statement of a batch. Parameters: `$1..$n` the rules'
-/// cutoffs, then the ctid the batch starts at, the ctid the walk ends before, the batch size.
+/// cutoffs, then the ctid the batch starts after, the ctid the walk ends before, and for the
+/// lock-skipping one the batch size.
 fn statements(policy: &Policy) -> (String, String) {
     let n = policy.rules.len();
-    let (from, end, size) = (n + 1, n + 2, n + 3);
+    let (after, end, size) = (n + 1, n + 2, n + 3);
     let name = &policy.quoted_table;
-    // The coalesce is load-bearing: no index matches a predicate so wrapped, so the scan below
-    // comes in physical order (a TID range scan) and never in an index's key order, which would
-    // make the bound skip rows before it.
+    // The coalesce is load-bearing: no index matches a predicate so wrapped, so the scans below
+    // come in physical order (a TID range scan) and never in an index's key order, which would
+    // make the batch's last row no position in the table.
     let any_expired = |alias: &str| {
         let each: Vec<String> = policy
             .rules
@@ -170,57 +262,59 @@ fn statements(policy: &Policy) -> (String, String) {
             .collect();
         format!("({})", each.join(" OR "))
     };
-    let classify: Vec<String> = policy
-        .rules
-        .iter()
-        .enumerate()
-        .map(|(position, rule)| {
-            format!(
-                "WHEN coalesce({}, false) THEN {}",
-                rule.predicate("t", position + 1),
-                rule.kind.index()
-            )
-        })
-        .collect();
+    let classify = |alias: &str| -> String {
+        // One rule: every row deleted is its, with no need to check it a second time.
+        if let [rule] = policy.rules.as_slice() {
+            return rule.kind.index().to_string();
+        }
+        let whens: Vec<String> = policy
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(position, rule)| {
+                format!(
+                    "WHEN coalesce({}, false) THEN {}",
+                    rule.predicate(alias, position + 1),
+                    rule.kind.index()
+                )
+            })
+            .collect();
+        format!("CASE {} END", whens.join(" "))
+    };
+    // Run with the batch size as the executor's row limit: the scan stops at the row that
+    // fills the batch. The DELETE's own WHERE is the check of the rules, on each row as it is
+    // deleted (and again on its new version if an update got there first).
+    let range_delete = format!(
+        "DELETE FROM {name} t
+          WHERE t.ctid > ${after}::tid AND t.ctid < ${end}::tid AND {expired}
+          RETURNING t.ctid, {rule}",
+        expired = any_expired("t"),
+        rule = classify("t"),
+    );
     let counts = "pg_catalog.concat_ws(',', count(*) FILTER (WHERE rule = 0), count(*) FILTER (WHERE rule = 1),
                       count(*) FILTER (WHERE rule = 2), count(*) FILTER (WHERE rule = 3))";
-    // The range's expired rows in physical order, read only as far as the bound needs (a CTE
-    // is evaluated as its reader asks): the first `batch size` of them are the batch, the next
-    // one is the bound, where the next batch starts. Only expired rows are kept.
-    let scan = format!(
-        "scanned AS MATERIALIZED (
-             SELECT s.ctid AS tid FROM {name} s
-              WHERE s.ctid >= ${from}::tid AND s.ctid < ${end}::tid AND {expired_s}),
-         bound AS MATERIALIZED (
-             SELECT r.tid AS upper FROM scanned r OFFSET ${size} LIMIT 1)",
-        expired_s = any_expired("s"),
-    );
-    // The batch's rows are fetched again by their ctids (a TID scan), not by scanning the range
-    // again with the live rows in it.
-    let batch_tids = format!("ARRAY(SELECT r.tid FROM scanned r LIMIT ${size})");
-    // The DELETE's own WHERE re-checks the rules on each row, after any wait.
-    let range_delete = format!(
-        "WITH {scan},
-         gone AS (
-             DELETE FROM {name} t WHERE t.ctid = ANY ({batch_tids}) AND {expired}
-             RETURNING CASE {classify} END AS rule)
-         SELECT {counts}, (SELECT upper::text FROM bound) FROM gone",
-        expired = any_expired("t"),
-        classify = classify.join(" "),
-    );
+    // The range's first `batch size` expired rows in physical order (read only as far as that,
+    // a CTE being evaluated as its reader asks), those not locked then deleted by ctid with the
+    // rules checked again; the last of them is where the next batch starts after.
     let skip_delete = format!(
-        "WITH {scan},
+        "WITH scanned AS MATERIALIZED (
+             SELECT s.ctid AS tid FROM {name} s
+              WHERE s.ctid > ${after}::tid AND s.ctid < ${end}::tid AND {expired_s}
+              LIMIT ${size}),
          batch AS MATERIALIZED (
              SELECT s.ctid AS tid FROM {name} s
-              WHERE s.ctid = ANY ({batch_tids}) AND {expired_s} FOR UPDATE OF s SKIP LOCKED),
+              WHERE s.ctid = ANY (ARRAY(SELECT r.tid FROM scanned r)) AND {expired_s}
+                FOR UPDATE OF s SKIP LOCKED),
          gone AS (
              DELETE FROM {name} t USING batch b
               WHERE t.ctid = b.tid AND {expired}
-              RETURNING CASE {classify} END AS rule)
-         SELECT {counts}, (SELECT upper::text FROM bound) FROM gone",
+              RETURNING {rule} AS rule)
+         SELECT {counts},
+                (SELECT r.tid::text FROM scanned r OFFSET ${size} - 1 LIMIT 1)
+           FROM gone",
         expired_s = any_expired("s"),
         expired = any_expired("t"),
-        classify = classify.join(" "),
+        rule = classify("t"),
     );
     (range_delete, skip_delete)
 }
