@@ -45,9 +45,15 @@ cp -a --remove-destination "$package_dir/." /
 cp sql/archive/session_gc--*.sql "$("$pg_config" --sharedir)/extension/"
 took "package"
 
+# Citus, for tests/tests/citus.rs (a test dependency, built once per machine and root).
+citus=0
+case "$v" in
+    16|17) scripts/citus.sh "$v"; citus=1; took "Citus" ;;
+esac
+
 echo "== PostgreSQL $v: integration tests on real clusters"
 # The real session libraries the framework tests drive, pinned (once per machine and root).
 scripts/libraries.sh "$target/libraries"
-SESSION_GC_LIBRARIES=$(cd "$target/libraries" && pwd) SESSION_GC_PG_BIN=$("$pg_config" --bindir) \
+SESSION_GC_CITUS=$citus SESSION_GC_LIBRARIES=$(cd "$target/libraries" && pwd) SESSION_GC_PG_BIN=$("$pg_config" --bindir) \
     cargo test --manifest-path tests/Cargo.toml -- --test-threads=4
 took "integration tests"

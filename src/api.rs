@@ -100,6 +100,12 @@ fn register_policy(
         check_batch_size(size)?;
     }
     let resolved = policy::resolve(&info, spec)?;
+    policy::check_location(
+        &info,
+        crate::citus::location(relid)?,
+        resolved.cap.is_some(),
+        matches!(resolved.strategy, policy::Strategy::DropPartitions { .. }),
+    )?;
     check_shared_table(&info, policy_name, spec, &resolved)?;
     let naive_rules: Vec<&policy::Rule> = resolved
         .rules
@@ -919,7 +925,7 @@ fn no_policy(table: &str) -> GcError {
     .hint("Register it first, e.g. SELECT session_gc.register('sessions', expires_column => 'expires_at');")
 }
 
-fn check_batch_size(size: i32) -> GcResult<()> {
+pub fn check_batch_size(size: i32) -> GcResult<()> {
     if (1..=gucs::MAX_BATCH_SIZE).contains(&size) {
         Ok(())
     } else {

@@ -7,6 +7,7 @@
 //! - `heap`: a large backlog, every page visited once in physical order;
 //! - `index`: few expired rows among many, along each rule's index in key order;
 //! - `caps`: the per-user cap, over the users in key order;
+//! - `shards`: a Citus table's shards, each purged on the node holding it (`crate::shard`);
 //! - `census`: what a purge would delete now, counted without deleting (`stats()`, dry runs).
 //!
 //! Each walk keeps its batch statements beside it. Every DELETE checks the rules again, so a
@@ -14,6 +15,7 @@
 //! holds is redone `SKIP LOCKED`, leaving held rows to the next run. Where the batches run
 //! (one transaction each, round-robin over tables) is `pass`.
 
+use crate::citus::Location;
 use crate::error::{GcError, GcResult};
 use crate::policy::{Policy, RuleKind, Strategy, RULE_KINDS};
 use crate::txn;
@@ -22,12 +24,14 @@ use heap::HeapWalk;
 use index::IndexWalk;
 use partitions::PartitionWalk;
 use pgrx::PgSqlErrorCode;
+use shards::ShardWalk;
 
 mod caps;
 mod census;
 mod heap;
 mod index;
 mod partitions;
+mod shards;
 
 pub use census::{census, Census, Counting, EXACT_COUNT_LIMIT};
 
@@ -115,6 +119,7 @@ enum Walk {
     Index(IndexWalk),
     Heap(HeapWalk),
     Cap(CapWalk),
+    Shards(ShardWalk),
 }
 
 impl Walk {
@@ -124,6 +129,7 @@ impl Walk {
             Walk::Index(walk) => walk.is_done(),
             Walk::Heap(walk) => walk.is_done(),
             Walk::Cap(walk) => walk.is_done(),
+            Walk::Shards(walk) => walk.is_done(),
         }
     }
 }
@@ -152,6 +158,10 @@ impl Cursor {
         self.current = match self.pending.pop() {
             None => None,
             Some(Stage::Partitions) => Some(Walk::Partitions(PartitionWalk::new(policy)?)),
+            // A Citus table's rows are in its shards, each purged on its node.
+            Some(Stage::Rows) if policy.location == Location::Sharded => {
+                Some(Walk::Shards(ShardWalk::new(policy)))
+            }
             Some(Stage::Rows) => Some(match HeapWalk::plan(policy)? {
                 Some(heap) => Walk::Heap(heap),
                 None => Walk::Index(IndexWalk::new(policy)),
@@ -178,7 +188,79 @@ impl Cursor {
                 Some(Walk::Index(walk)) => return walk.next_batch(policy, batch_size),
                 Some(Walk::Heap(walk)) => return walk.next_batch(policy, batch_size),
                 Some(Walk::Cap(walk)) => return walk.next_batch(policy, batch_size),
+                Some(Walk::Shards(walk)) => return walk.next_batch(policy, batch_size),
             }
+        }
+    }
+}
+
+/// The walk of a table's time rules on this node, carried between calls as text: a shard's
+/// walk, one call of its node's `purge_shard` after the other, the coordinator keeping where
+/// it stands.
+pub struct RowsWalk(Walk);
+
+impl RowsWalk {
+    /// A walk from the start, along the heap or the rules' indexes as for a local table.
+    pub fn start(policy: &Policy) -> GcResult<Self> {
+        Ok(RowsWalk(match HeapWalk::plan(policy)? {
+            Some(heap) => Walk::Heap(heap),
+            None => Walk::Index(IndexWalk::new(policy)),
+        }))
+    }
+
+    /// The walk from where `position` (from `position()`) says it stood.
+    pub fn resume(policy: &Policy, position: &str) -> GcResult<Self> {
+        let bad = || {
+            GcError::invalid_parameter(format!("{position} is not a position of a purge"))
+                .hint("Pass NULL to start from the beginning.")
+        };
+        let value: serde_json::Value = serde_json::from_str(position).map_err(|_| bad())?;
+        let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        Ok(RowsWalk(match text("walk").as_deref() {
+            Some("heap") => Walk::Heap(HeapWalk::resume(
+                policy,
+                text("after").ok_or_else(bad)?,
+                text("end").ok_or_else(bad)?,
+            )?),
+            Some("index") => {
+                let rule = value
+                    .get("rule")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|rule| usize::try_from(rule).ok())
+                    .filter(|rule| *rule <= policy.rules.len())
+                    .ok_or_else(bad)?;
+                Walk::Index(IndexWalk::resume(policy, rule, text("key")))
+            }
+            _ => return Err(bad()),
+        }))
+    }
+
+    /// Where the walk stands, for `resume`.
+    pub fn position(&self) -> String {
+        match &self.0 {
+            Walk::Heap(walk) => {
+                let (after, end) = walk.position();
+                serde_json::json!({"walk": "heap", "after": after, "end": end})
+            }
+            Walk::Index(walk) => {
+                let (rule, key) = walk.position();
+                serde_json::json!({"walk": "index", "rule": rule, "key": key})
+            }
+            _ => serde_json::Value::Null,
+        }
+        .to_string()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.0.is_done()
+    }
+
+    /// Does the next batch as the table's owner; None when the walk is done.
+    pub fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
+        match &mut self.0 {
+            Walk::Heap(walk) => walk.next_batch(policy, batch_size),
+            Walk::Index(walk) => walk.next_batch(policy, batch_size),
+            _ => Ok(None),
         }
     }
 }

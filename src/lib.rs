@@ -1,7 +1,10 @@
 //! session_gc: expire and purge web session rows inside PostgreSQL.
 //!
 //! Where things live: `gucs` (settings), `api` (the SQL functions), `policy` (which rows are
-//! expired), `row_filter` (the rows a policy is about), `engine` (how they are removed), `pass` (a round-robin pass with committed batches), `replicas` (how far standbys are behind),
+//! expired), `row_filter` (the rows a policy is about), `engine` (how they are removed), `pass`
+//! (a round-robin pass with committed batches), `citus` (where a table's rows are: here, or in
+//! Citus shards on other nodes), `shard` (the purge of one shard on its node), `replicas` (how
+//! far standbys are behind),
 //! `worker` (launcher and per-database workers), `stats`, `history`, `identity` (whose rights a
 //! purge runs with), `txn` (subtransactions), `schema` (tables and privileges), `frameworks`
 //! (framework session tables recognized for register()'s hint), `types`, `error`.
@@ -10,6 +13,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod background;
+mod citus;
 mod engine;
 mod error;
 mod frameworks;
@@ -22,6 +26,7 @@ mod policy;
 mod replicas;
 mod row_filter;
 mod schema;
+mod shard;
 mod sql;
 mod stats;
 mod txn;

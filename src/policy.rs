@@ -8,6 +8,7 @@
 //! for their user. How the rows are then removed (row deletes, or whole partitions dropped:
 //! `Strategy`) is the engine's business.
 
+use crate::citus::{self, Location};
 use crate::error::{GcError, GcResult};
 use crate::frameworks;
 use crate::identity;
@@ -321,6 +322,11 @@ pub struct Policy {
     pub strategy: Strategy,
     /// The committed policy row this was loaded from.
     pub version: PolicyVersion,
+    /// Where the table's rows are (a Citus table's are in shards on the cluster's nodes).
+    pub location: Location,
+    /// The policies the rules come from, as given (with their time zones): what a shard's node
+    /// is sent to purge the shard by the same rules.
+    pub specs: Vec<(RuleSpec, String)>,
 }
 
 /// The rules as given to `register()`, before they are checked.
@@ -945,6 +951,8 @@ impl Policy {
                 enabled: any_enabled,
                 table_version: stored[0].table_version.clone(),
             },
+            location: citus::location(relid)?,
+            specs: Vec::new(),
         };
         let several = stored.len() > 1;
         // With every policy disabled, a named purge runs the table's only policy as before;
@@ -953,39 +961,176 @@ impl Policy {
             .iter()
             .filter(|p| p.enabled || (!any_enabled && !several))
         {
-            let resolved = resolve(&info, &row.spec).map_err(|e| {
-                let detail = format!(
-                    "The policy {} of {} no longer matches the table: {}",
-                    quote_literal(&row.name),
-                    info.display_name,
-                    e.detail.clone().unwrap_or_default()
-                );
-                e.detail(detail).hint(
-                    "The table was altered after registration: call session_gc.register() again or unregister it.",
-                )
-            })?;
-            let resolved = resolved.in_zone(&row.time_zone);
-            if let Strategy::DropPartitions { key_rule } = resolved.strategy {
-                if several {
-                    return Err(shared_table(&info, "drop_partitions"));
-                }
-                policy.strategy = Strategy::DropPartitions {
-                    key_rule: key_rule + policy.rules.len(),
-                };
-            }
-            if let Some(cap) = resolved.cap {
-                if policy.cap.is_some() {
-                    return Err(shared_table(&info, "max_per_user"));
-                }
-                policy.cap = Some(cap);
-            }
-            policy.batch_size = match (policy.batch_size, row.batch_size) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            policy.rules.extend(resolved.rules);
+            policy.add(
+                &info,
+                &row.name,
+                &row.spec,
+                &row.time_zone,
+                row.batch_size,
+                several,
+            )?;
         }
+        policy.check_location(&info)?;
         Ok(Some(policy))
+    }
+
+    /// Adds one stored policy's rules to the table's, checked against the table as it is now.
+    fn add(
+        &mut self,
+        info: &TableInfo,
+        name: &str,
+        spec: &RuleSpec,
+        time_zone: &str,
+        batch_size: Option<i32>,
+        several: bool,
+    ) -> GcResult<()> {
+        let resolved = resolve(info, spec).map_err(|e| {
+            let detail = format!(
+                "The policy {} of {} no longer matches the table: {}",
+                quote_literal(name),
+                info.display_name,
+                e.detail.clone().unwrap_or_default()
+            );
+            e.detail(detail).hint(
+                "The table was altered after registration: call session_gc.register() again or unregister it.",
+            )
+        })?;
+        let resolved = resolved.in_zone(time_zone);
+        if let Strategy::DropPartitions { key_rule } = resolved.strategy {
+            if several {
+                return Err(shared_table(info, "drop_partitions"));
+            }
+            self.strategy = Strategy::DropPartitions {
+                key_rule: key_rule + self.rules.len(),
+            };
+        }
+        if let Some(cap) = resolved.cap {
+            if self.cap.is_some() {
+                return Err(shared_table(info, "max_per_user"));
+            }
+            self.cap = Some(cap);
+        }
+        self.batch_size = match (self.batch_size, batch_size) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.rules.extend(resolved.rules);
+        self.specs.push((spec.clone(), time_zone.to_string()));
+        Ok(())
+    }
+
+    fn check_location(&self, info: &TableInfo) -> GcResult<()> {
+        check_location(
+            info,
+            self.location,
+            self.cap.is_some(),
+            matches!(self.strategy, Strategy::DropPartitions { .. }),
+        )
+    }
+
+    /// The policies as sent to a shard's node (`specs`, as JSON).
+    pub fn shipped(&self) -> String {
+        let specs: Vec<serde_json::Value> = self
+            .specs
+            .iter()
+            .map(|(spec, time_zone)| {
+                serde_json::json!({
+                    "expires_column": spec.expires_column,
+                    "idle_column": spec.idle_column,
+                    "idle_timeout": spec.idle_timeout,
+                    "created_column": spec.created_column,
+                    "max_age": spec.max_age,
+                    "active_column": spec.active_column,
+                    "grace": spec.grace,
+                    "epoch_unit": spec.epoch_unit,
+                    "row_filter": spec.row_filter,
+                    "time_zone": time_zone,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(specs).to_string()
+    }
+
+    /// On a shard's node: the policies the coordinator sent (`shipped`), checked against the
+    /// shard as it is here, as its owner (a row filter is analyzed again against the shard).
+    /// Time rules only.
+    pub fn for_shard(shard: pg_sys::Oid, shipped: &str) -> GcResult<Policy> {
+        let info = table_info(shard)?;
+        if info.relkind != 'r' {
+            return Err(GcError::new(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("\"{}\" is not a shard session_gc can purge", info.display_name),
+            )
+            .detail("A shard is purged along its heap or its rules' indexes: it must be an ordinary table.")
+            .hint("Purge the distributed table through session_gc.purge() on the coordinator."));
+        }
+        let bad = |why: &str| {
+            GcError::invalid_parameter(format!(
+                "the policies sent for \"{}\" are not valid: {why}",
+                info.display_name
+            ))
+            .hint("Purge the distributed table through session_gc.purge() on the coordinator.")
+        };
+        let specs: serde_json::Value =
+            serde_json::from_str(shipped).map_err(|e| bad(&e.to_string()))?;
+        let specs = specs.as_array().ok_or_else(|| bad("not a JSON array"))?;
+        if specs.is_empty() {
+            return Err(bad("no policy"));
+        }
+        let mut policy = Policy {
+            relid: shard,
+            quoted_table: info.quoted_table.clone(),
+            owner: info.owner,
+            rules: Vec::new(),
+            cap: None,
+            batch_size: None,
+            strategy: Strategy::DeleteRows,
+            version: PolicyVersion {
+                row_version: String::new(),
+                enabled: true,
+                table_version: None,
+            },
+            location: Location::Local,
+            specs: Vec::new(),
+        };
+        let several = specs.len() > 1;
+        for (position, value) in specs.iter().enumerate() {
+            let text = |key: &str| -> GcResult<Option<String>> {
+                match value.get(key) {
+                    None | Some(serde_json::Value::Null) => Ok(None),
+                    Some(serde_json::Value::String(text)) => Ok(Some(text.clone())),
+                    Some(_) => Err(bad(&format!("{key} is not text"))),
+                }
+            };
+            let spec = RuleSpec {
+                expires_column: text("expires_column")?,
+                idle_column: text("idle_column")?,
+                idle_timeout: text("idle_timeout")?,
+                created_column: text("created_column")?,
+                max_age: text("max_age")?,
+                active_column: text("active_column")?,
+                grace: text("grace")?.unwrap_or_else(|| "0".into()),
+                epoch_unit: text("epoch_unit")?,
+                row_filter: text("row_filter")?,
+                ..RuleSpec::default()
+            };
+            let time_zone = text("time_zone")?.unwrap_or_else(|| "UTC".into());
+            if several && spec.row_filter.is_none() {
+                return Err(bad("several policies, one without a row filter"));
+            }
+            policy.add(
+                &info,
+                &format!("#{}", position + 1),
+                &spec,
+                &time_zone,
+                None,
+                several,
+            )?;
+        }
+        if policy.rules.is_empty() {
+            return Err(bad("no time rule"));
+        }
+        Ok(policy)
     }
 
     /// The tables with a policy, in a stable order; `only_enabled` skips tables whose
@@ -1001,6 +1146,30 @@ impl Policy {
             Ok(tables.into_iter().flatten().collect())
         })
     }
+}
+
+/// A table in shards is purged shard by shard, by its time rules: a cap counts a user's
+/// sessions over all shards and partition drops act on the whole table, neither of which one
+/// shard can do; a table with copies on several nodes is not purged at all.
+pub fn check_location(
+    info: &TableInfo,
+    location: Location,
+    capped: bool,
+    drops_partitions: bool,
+) -> GcResult<()> {
+    let what = match location {
+        Location::Local => return Ok(()),
+        Location::Replicated => return Err(citus::replicated_refused(&info.display_name)),
+        Location::Sharded if capped => "max_per_user",
+        Location::Sharded if drops_partitions => "drop_partitions",
+        Location::Sharded => return Ok(()),
+    };
+    Err(GcError::new(
+        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+        format!("{what} cannot be used on \"{}\": it is a Citus table", info.display_name),
+    )
+    .detail("session_gc purges a Citus table shard by shard, on each shard's node; this rule acts on the whole table at once.")
+    .hint("Register the table with expiry rules only."))
 }
 
 /// Partition drops and a per-user cap act on all of a table's rows: the policy using one must

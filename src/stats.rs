@@ -25,6 +25,9 @@ pub struct TableStats {
 pub fn collect(policy: &Policy, counting: engine::Counting) -> GcResult<TableStats> {
     let census = engine::census(policy, counting)?;
     let total_rows = identity::as_table_owner(policy.owner, || planner_row_estimate(policy))?;
+    if policy.location == crate::citus::Location::Sharded {
+        return sharded_stats(policy, census, total_rows);
+    }
     let (table_bytes, dead_rows) = sql::two::<i64, i64>(
         &format!(
             "SELECT sum(pg_catalog.pg_total_relation_size(t.relid))::int8,
@@ -51,11 +54,49 @@ pub fn collect(policy: &Policy, counting: engine::Counting) -> GcResult<TableSta
     })
 }
 
+/// A Citus table's figures: its size over all its shards (Citus's own sum); dead rows are not
+/// summed over the nodes.
+fn sharded_stats(
+    policy: &Policy,
+    census: engine::Census,
+    total_rows: Option<i64>,
+) -> GcResult<TableStats> {
+    let table_bytes = identity::as_table_owner(policy.owner, || {
+        sql::one::<i64>(
+            "SELECT pg_catalog.citus_total_relation_size($1::oid::regclass)::int8",
+            &[policy.relid.into()],
+        )
+    })?;
+    let (last_run, last_deleted, deleted_total) = identity::as_extension_owner(|| {
+        sql::three::<TimestampWithTimeZone, i64, i64>(
+            "SELECT max(last_run), max(last_deleted), max(deleted_total) FROM session_gc.totals
+              WHERE table_name = $1::oid::regclass",
+            &[policy.relid.into()],
+        )
+    })?;
+    Ok(TableStats {
+        total_rows,
+        census,
+        table_bytes,
+        dead_rows: None,
+        last_run,
+        last_deleted,
+        deleted_total: Some(deleted_total.unwrap_or(0)),
+    })
+}
+
 /// The rows in the whole table without a full scan. The planner's estimate scales pg_class
 /// statistics to the table's current size; but a table never vacuumed or analyzed (freshly
 /// copied or filled) has none, and the planner then guesses from column widths (1,339 rows for
 /// 3,000 sessions with large payloads). Such a table is counted, up to `EXACT_COUNT_LIMIT` rows.
 fn planner_row_estimate(policy: &Policy) -> GcResult<Option<i64>> {
+    // The planner knows nothing of a Citus table's rows; its shards count them in parallel.
+    if policy.location == crate::citus::Location::Sharded {
+        return sql::one::<i64>(
+            &format!("SELECT count(*)::int8 FROM {}", policy.quoted_table),
+            &[],
+        );
+    }
     let without_statistics = sql::one::<bool>(
         &format!(
             "SELECT bool_or(c.reltuples < 0) FROM {LEAF_RELATIONS} t

@@ -188,7 +188,7 @@ pub fn set_guc(name: &str, value: &str, action: pg_sys::GucAction::Type) {
 }
 
 /// Like `set_guc`, but a value the server refuses is reported back (false) rather than raised.
-fn try_set_guc(name: &str, value: &str, action: pg_sys::GucAction::Type) -> bool {
+pub fn try_set_guc(name: &str, value: &str, action: pg_sys::GucAction::Type) -> bool {
     set_config(name, value, action, pgrx::PgLogLevel::DEBUG1)
 }
 

@@ -41,6 +41,13 @@ impl Census {
 /// Counts what `purge` would delete now, without deleting. Each count is served by the
 /// rule's own index (the range below the cutoff), never by a scan of the whole table.
 pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
+    // The planner's estimates for a Citus table are not its rows': its shards count exactly,
+    // in parallel.
+    let counting = if policy.location == crate::citus::Location::Sharded {
+        Counting::Exact
+    } else {
+        counting
+    };
     identity::as_table_owner(policy.owner, || {
         let count = policy.rules.len();
         let mut cutoffs = Vec::with_capacity(count);

@@ -107,6 +107,31 @@ impl HeapWalk {
         self.done
     }
 
+    /// The walk again from where `position` says an earlier one stood (a shard's walk,
+    /// carried between calls).
+    pub(super) fn resume(policy: &Policy, after: String, end: String) -> GcResult<Self> {
+        for tid in [&after, &end] {
+            if parse_tid(tid).is_none() {
+                return Err(crate::error::GcError::invalid_parameter(format!(
+                    "{tid} is not a position in a table"
+                )));
+            }
+        }
+        let (range_delete, skip_delete) = statements(policy);
+        Ok(HeapWalk {
+            range_delete,
+            skip_delete,
+            after,
+            end,
+            done: false,
+        })
+    }
+
+    /// Where the walk stands: the ctid the next batch starts after, the one it ends before.
+    pub(super) fn position(&self) -> (&str, &str) {
+        (&self.after, &self.end)
+    }
+
     pub fn next_batch(&mut self, policy: &Policy, batch_size: i64) -> GcResult<Option<Batch>> {
         if self.done {
             return Ok(None);

@@ -122,6 +122,20 @@ impl IndexWalk {
         self.rule >= self.statements.len()
     }
 
+    /// The walk again from where an earlier one stood: at rule `rule`, at `start_key`.
+    pub(super) fn resume(policy: &Policy, rule: usize, start_key: Option<String>) -> Self {
+        IndexWalk {
+            rule,
+            start_key,
+            ..Self::new(policy)
+        }
+    }
+
+    /// Where the walk stands: the rule, and the key its next batch starts at.
+    pub(super) fn position(&self) -> (usize, Option<&str>) {
+        (self.rule, self.start_key.as_deref())
+    }
+
     pub(super) fn next_batch(
         &mut self,
         policy: &Policy,

@@ -12,10 +12,11 @@ use session_gc_integration::{column, count, expect_error, scalar, shared_cluster
 
 /// The releases a database can be updated from, each with the totals columns it has and its
 /// cleanup() signature.
-const PREVIOUS: [(&str, &str, &str); 3] = [
+const PREVIOUS: [(&str, &str, &str); 4] = [
     ("0.1.0", "", OLD_CLEANUP),
     ("0.2.0", ", errors_total", OLD_CLEANUP),
     ("0.3.0", ", errors_total", CLEANUP),
+    ("0.4.0", ", errors_total", CLEANUP),
 ];
 
 /// 'EST' as a fixed offset, a POSIX zone.
@@ -95,6 +96,11 @@ fn update_from_0_2_0_equals_a_fresh_install_and_keeps_the_data() {
 #[test]
 fn update_from_0_3_0_equals_a_fresh_install_and_keeps_the_data() {
     update_from(PREVIOUS[2]);
+}
+
+#[test]
+fn update_from_0_4_0_equals_a_fresh_install_and_keeps_the_data() {
+    update_from(PREVIOUS[3]);
 }
 
 fn update_from((previous, errors_column, old_cleanup): (&str, &str, &str)) {

@@ -1,0 +1,209 @@
+//! The purge of one shard of a Citus table, on the node holding it: what the coordinator's
+//! purge asks of each node (`engine/shards.rs`), one call per shard and round.
+//!
+//! `session_gc.purge_shard` is a procedure, so that it commits each batch: it calls
+//! `purge_shard_step` for a batch at a time, committing in between, for about the time it is
+//! given, and answers where the shard's walk stands and what it deleted. Each step takes the
+//! policy as the coordinator sent it, checks it against the shard as it is here (a row filter
+//! is analyzed again, as the shard's owner), and runs the batch as that owner, like a purge of a
+//! local table. Only a role with the shard owner's privileges may call it: it deletes nothing
+//! that role could not delete with a DELETE of its own.
+
+use crate::citus;
+use crate::engine::RowsWalk;
+use crate::error::{GcError, GcResult, OrRaise};
+use crate::identity;
+use crate::policy::{table_info, Policy, RULE_KINDS};
+use crate::{schema, sql, txn};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where one call of `purge_shard` stands between its steps (and what it answers).
+#[derive(Debug, Default)]
+struct CallState {
+    position: Option<String>,
+    deleted: [i64; RULE_KINDS],
+    batches: i64,
+    done: bool,
+    moved: bool,
+    started_ms: f64,
+}
+
+impl CallState {
+    fn to_json(&self) -> String {
+        serde_json::json!({
+            "position": self.position,
+            "deleted": self.deleted,
+            "batches": self.batches,
+            "done": self.done,
+            "moved": self.moved,
+            "started_ms": self.started_ms,
+        })
+        .to_string()
+    }
+
+    fn from_json(text: &str) -> GcResult<Self> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|_| {
+            GcError::invalid_parameter("the state of purge_shard is not valid")
+                .detail(format!("It was: {text}"))
+        })?;
+        let mut state = CallState {
+            position: value
+                .get("position")
+                .and_then(|p| p.as_str())
+                .map(str::to_string),
+            batches: value.get("batches").and_then(|b| b.as_i64()).unwrap_or(0),
+            done: value.get("done").and_then(|d| d.as_bool()).unwrap_or(false),
+            moved: value
+                .get("moved")
+                .and_then(|m| m.as_bool())
+                .unwrap_or(false),
+            started_ms: value
+                .get("started_ms")
+                .and_then(|s| s.as_f64())
+                .unwrap_or(0.0),
+            ..CallState::default()
+        };
+        if let Some(counts) = value.get("deleted").and_then(|d| d.as_array()) {
+            for (slot, count) in state.deleted.iter_mut().zip(counts) {
+                *slot = count.as_i64().unwrap_or(0);
+            }
+        }
+        Ok(state)
+    }
+}
+
+fn now_ms() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// One step of `purge_shard`: one batch on the shard, from where `state` (None: the call's
+/// first step, starting at `start_position`) says the call stands. NULL when the call is over:
+/// the walk is done, the shard moved away, or the call's time is up.
+#[pg_extern(
+    volatile,
+    parallel_unsafe,
+    sql = r#"
+CREATE FUNCTION session_gc.purge_shard_step(shard regclass, shard_id bigint, policies text,
+                                            start_position text, state text,
+                                            batch_size integer, max_runtime_ms integer)
+RETURNS text LANGUAGE c AS 'MODULE_PATHNAME', 'purge_shard_step_wrapper';
+COMMENT ON FUNCTION session_gc.purge_shard_step(regclass, bigint, text, text, text, integer, integer) IS
+    'One batch of session_gc.purge_shard (called by it)';
+CREATE PROCEDURE session_gc.purge_shard(shard regclass, shard_id bigint, policies text,
+                                        start_position text, batch_size integer,
+                                        max_runtime_ms integer, INOUT result text DEFAULT NULL)
+LANGUAGE plpgsql AS $body$
+DECLARE
+    step pg_catalog.text;
+BEGIN
+    LOOP
+        step := session_gc.purge_shard_step(shard, shard_id, policies, start_position, result,
+                                            batch_size, max_runtime_ms);
+        EXIT WHEN step IS NULL;
+        result := step;
+        COMMIT;
+    END LOOP;
+END
+$body$;
+COMMENT ON PROCEDURE session_gc.purge_shard(regclass, bigint, text, text, integer, integer, text) IS
+    'Purge one shard of a Citus table on this node, in committed batches (called by the coordinator''s purge)';
+"#
+)]
+fn purge_shard_step(
+    shard: Option<pg_sys::Oid>,
+    shard_id: Option<i64>,
+    policies: Option<&str>,
+    start_position: Option<&str>,
+    state: Option<&str>,
+    batch_size: Option<i32>,
+    max_runtime_ms: Option<i32>,
+) -> Option<String> {
+    step(
+        shard,
+        shard_id,
+        policies,
+        start_position,
+        state,
+        batch_size,
+        max_runtime_ms,
+    )
+    .or_raise()
+}
+
+fn step(
+    shard: Option<pg_sys::Oid>,
+    shard_id: Option<i64>,
+    policies: Option<&str>,
+    start_position: Option<&str>,
+    state: Option<&str>,
+    batch_size: Option<i32>,
+    max_runtime_ms: Option<i32>,
+) -> GcResult<Option<String>> {
+    schema::require_current()?;
+    let (Some(shard), Some(shard_id), Some(policies), Some(batch_size)) =
+        (shard, shard_id, policies, batch_size)
+    else {
+        return Err(GcError::invalid_parameter(
+            "purge_shard needs a shard, its id, the policies and a batch size",
+        )
+        .hint("It is called by session_gc.purge() on the coordinator."));
+    };
+    crate::api::check_batch_size(batch_size)?;
+    let mut state = match state {
+        None => CallState {
+            position: start_position.map(str::to_string),
+            started_ms: now_ms(),
+            ..CallState::default()
+        },
+        Some(text) => CallState::from_json(text)?,
+    };
+    let out_of_time = state.batches > 0
+        && now_ms() - state.started_ms >= f64::from(max_runtime_ms.unwrap_or(0).max(0));
+    if state.done || state.moved || out_of_time {
+        return Ok(None);
+    }
+    // As a local purge's batch: committed without waiting for the flush, full pages compressed
+    // (both for this transaction, so set outside the pinned context, which undoes its own).
+    txn::commit_without_waiting_for_flush();
+    txn::compress_wal_of_batch();
+    sql::pinned(|| {
+        // Citus hides shards from reads of pg_class in sessions of its own naming rules.
+        txn::try_set_guc(
+            "citus.override_table_visibility",
+            "off",
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+        );
+        let info = table_info(shard)?;
+        if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), info.owner) } {
+            return Err(GcError::new(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("permission denied to purge \"{}\"", info.display_name),
+            )
+            .detail("Only a role with the privileges of the shard's owner may purge it.")
+            .hint("The coordinator's purge calls this as the table's owner."));
+        }
+        let policy = Policy::for_shard(shard, policies)?;
+        if !identity::as_table_owner(policy.owner, || citus::hold_placement_here(shard_id))? {
+            state.moved = true;
+            return Ok(Some(state.to_json()));
+        }
+        let mut walk = match &state.position {
+            None => RowsWalk::start(&policy)?,
+            Some(position) => RowsWalk::resume(&policy, position)?,
+        };
+        if let Some(batch) = walk.next_batch(&policy, i64::from(batch_size))? {
+            for (total, deleted) in state.deleted.iter_mut().zip(batch.deleted_by_rule) {
+                *total += deleted;
+            }
+            state.batches += 1;
+        }
+        state.done = walk.is_done();
+        state.position = Some(walk.position());
+        Ok(Some(state.to_json()))
+    })
+}
