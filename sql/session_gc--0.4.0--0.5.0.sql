@@ -27,5 +27,8 @@ END
 $body$;
 COMMENT ON PROCEDURE session_gc.purge_shard(regclass, bigint, text, text, integer, integer, text) IS
     'Purge one shard of a Citus table on this node, in committed batches (called by the coordinator''s purge)';
-REVOKE ALL ON FUNCTION session_gc.purge_shard_step(regclass, bigint, text, text, text, integer, integer) FROM PUBLIC;
-REVOKE ALL ON PROCEDURE session_gc.purge_shard(regclass, bigint, text, text, integer, integer, text) FROM PUBLIC;
+-- Called on every node as the table's owner; it refuses a role without the shard owner's
+-- privileges, so it deletes nothing its caller could not.
+GRANT USAGE ON SCHEMA session_gc TO PUBLIC;
+GRANT EXECUTE ON PROCEDURE session_gc.purge_shard(regclass, bigint, text, text, integer, integer, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION session_gc.purge_shard_step(regclass, bigint, text, text, text, integer, integer) TO PUBLIC;

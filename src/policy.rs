@@ -214,33 +214,38 @@ impl Rule {
     }
 
     /// The cutoff for this rule right now, in the column's type, computed from how far back it
-    /// lies (`$1`, an interval) and the policy's zone (`$2`).
+    /// lies (`$1`, an interval) and the policy's zone (`$2`); never later than the clock ceiling
+    /// (`$3`, NULL but on a shard's node).
     pub fn cutoff(&self) -> GcResult<Cutoff> {
+        let ceiling = CLOCK_CEILING
+            .get()
+            .and_then(|moment| TimestampWithTimeZone::try_from(moment).ok());
         let args = [
             self.cutoff_offset.as_str().into(),
             self.time_zone.as_str().into(),
+            ceiling.into(),
         ];
         let cutoff = match self.column_kind {
             ColumnKind::Timestamptz => {
-                sql::one_kept::<TimestampWithTimeZone>("SELECT now() - $1::interval", &args)?
+                sql::one_kept::<TimestampWithTimeZone>("SELECT LEAST(now(), $3::timestamptz) - $1::interval", &args)?
                     .map(Cutoff::Timestamptz)
             }
             ColumnKind::Timestamp => {
-                sql::one_kept::<Timestamp>("SELECT (now() - $1::interval) AT TIME ZONE $2", &args)?
+                sql::one_kept::<Timestamp>("SELECT (LEAST(now(), $3::timestamptz) - $1::interval) AT TIME ZONE $2", &args)?
                     .map(Cutoff::Timestamp)
             }
             ColumnKind::Date => sql::one_kept::<Date>(
-                "SELECT ((now() - $1::interval) AT TIME ZONE $2)::date",
+                "SELECT ((LEAST(now(), $3::timestamptz) - $1::interval) AT TIME ZONE $2)::date",
                 &args,
             )?
             .map(Cutoff::Date),
             ColumnKind::EpochSeconds => sql::one_kept::<i64>(
-                "SELECT floor(extract(epoch FROM now() - $1::interval))::int8",
+                "SELECT floor(extract(epoch FROM LEAST(now(), $3::timestamptz) - $1::interval))::int8",
                 &args,
             )?
             .map(Cutoff::Epoch),
             ColumnKind::EpochMillis => sql::one_kept::<i64>(
-                "SELECT floor(extract(epoch FROM now() - $1::interval) * 1000)::int8",
+                "SELECT floor(extract(epoch FROM LEAST(now(), $3::timestamptz) - $1::interval) * 1000)::int8",
                 &args,
             )?
             .map(Cutoff::Epoch),
@@ -324,9 +329,19 @@ pub struct Policy {
     pub version: PolicyVersion,
     /// Where the table's rows are (a Citus table's are in shards on the cluster's nodes).
     pub location: Location,
-    /// The policies the rules come from, as given (with their time zones): what a shard's node
-    /// is sent to purge the shard by the same rules.
-    pub specs: Vec<(RuleSpec, String)>,
+    /// The policies the rules come from, as given: what a shard's node is sent to purge the
+    /// shard by the same rules.
+    pub specs: Vec<ShippedSpec>,
+}
+
+/// A policy as a shard's node is sent it: as given, with its zone, and its row filter as
+/// PostgreSQL renders it here (the node's own rendering must read the same, or the filter
+/// would call other functions there).
+#[derive(Debug, Clone)]
+pub struct ShippedSpec {
+    pub spec: RuleSpec,
+    pub time_zone: String,
+    pub rendered_filter: Option<String>,
 }
 
 /// The rules as given to `register()`, before they are checked.
@@ -1014,8 +1029,17 @@ impl Policy {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let rendered_filter = resolved
+            .rules
+            .first()
+            .and_then(|rule| rule.filter.as_ref())
+            .map(|filter| filter.sql("t"));
         self.rules.extend(resolved.rules);
-        self.specs.push((spec.clone(), time_zone.to_string()));
+        self.specs.push(ShippedSpec {
+            spec: spec.clone(),
+            time_zone: time_zone.to_string(),
+            rendered_filter,
+        });
         Ok(())
     }
 
@@ -1033,7 +1057,12 @@ impl Policy {
         let specs: Vec<serde_json::Value> = self
             .specs
             .iter()
-            .map(|(spec, time_zone)| {
+            .map(|shipped| {
+                let ShippedSpec {
+                    spec,
+                    time_zone,
+                    rendered_filter,
+                } = shipped;
                 serde_json::json!({
                     "expires_column": spec.expires_column,
                     "idle_column": spec.idle_column,
@@ -1044,6 +1073,7 @@ impl Policy {
                     "grace": spec.grace,
                     "epoch_unit": spec.epoch_unit,
                     "row_filter": spec.row_filter,
+                    "row_filter_rendered": rendered_filter,
                     "time_zone": time_zone,
                 })
             })
@@ -1126,6 +1156,20 @@ impl Policy {
                 None,
                 several,
             )?;
+            let here = policy.specs.last().and_then(|s| s.rendered_filter.clone());
+            let there = text("row_filter_rendered")?;
+            if here != there {
+                return Err(GcError::new(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("the row filter of a policy of \"{}\" reads differently on this node", info.display_name),
+                )
+                .detail(format!(
+                    "On the coordinator: {}. Here: {}.",
+                    there.unwrap_or_default(),
+                    here.unwrap_or_default()
+                ))
+                .hint("The functions, operators and types a filter uses must be the same on every node: create them on the coordinator, which Citus copies to the nodes."));
+            }
         }
         if policy.rules.is_empty() {
             return Err(bad("no time rule"));
@@ -1148,6 +1192,26 @@ impl Policy {
     }
 }
 
+thread_local! {
+    /// The latest moment cutoffs may be computed from, while a shard's node purges for the
+    /// coordinator: the coordinator's clock when it sent the call. A node whose clock runs
+    /// ahead then never deletes a session before it has expired by the coordinator's clock.
+    static CLOCK_CEILING: std::cell::Cell<Option<pg_sys::TimestampTz>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `work` with cutoffs computed no later than `ceiling`.
+pub fn with_clock_ceiling<R>(ceiling: pg_sys::TimestampTz, work: impl FnOnce() -> R) -> R {
+    struct Restore(Option<pg_sys::TimestampTz>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CLOCK_CEILING.set(self.0);
+        }
+    }
+    let _restore = Restore(CLOCK_CEILING.replace(Some(ceiling)));
+    work()
+}
+
 /// A table in shards is purged shard by shard, by its time rules: a cap counts a user's
 /// sessions over all shards and partition drops act on the whole table, neither of which one
 /// shard can do; a table with copies on several nodes is not purged at all.
@@ -1160,10 +1224,19 @@ pub fn check_location(
     let what = match location {
         Location::Local => return Ok(()),
         Location::Replicated => return Err(citus::replicated_refused(&info.display_name)),
+        Location::Sharded if info.relkind == 'p' => "a partitioned table",
         Location::Sharded if capped => "max_per_user",
         Location::Sharded if drops_partitions => "drop_partitions",
         Location::Sharded => return Ok(()),
     };
+    if what == "a partitioned table" {
+        return Err(GcError::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!("session_gc cannot purge \"{}\": it is a partitioned Citus table", info.display_name),
+        )
+        .detail("session_gc purges a Citus table shard by shard; the shards of a partitioned one are partitioned tables of their own, which it does not walk.")
+        .hint("Distribute the table without partitions, or purge it with a DELETE through the coordinator."));
+    }
     Err(GcError::new(
         PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
         format!("{what} cannot be used on \"{}\": it is a Citus table", info.display_name),

@@ -155,6 +155,11 @@ REVOKE ALL ON ALL TABLES IN SCHEMA session_gc FROM PUBLIC;
 GRANT USAGE ON SCHEMA session_gc TO pg_monitor;
 GRANT EXECUTE ON FUNCTION session_gc.metrics() TO pg_monitor;
 GRANT EXECUTE ON FUNCTION session_gc.worker_status() TO pg_monitor;
+-- A Citus coordinator's purge calls purge_shard on every node as the table's owner; it refuses
+-- a role without the shard owner's privileges, so it deletes nothing its caller could not.
+GRANT USAGE ON SCHEMA session_gc TO PUBLIC;
+GRANT EXECUTE ON PROCEDURE session_gc.purge_shard(regclass, bigint, text, text, integer, integer, text) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION session_gc.purge_shard_step(regclass, bigint, text, text, text, integer, integer) TO PUBLIC;
 "#,
     name = "privileges",
     finalize

@@ -167,16 +167,13 @@ fn step(
     if state.done || state.moved || out_of_time {
         return Ok(None);
     }
-    // As a local purge's batch: committed without waiting for the flush, full pages compressed
-    // (both for this transaction, so set outside the pinned context, which undoes its own).
-    txn::commit_without_waiting_for_flush();
-    txn::compress_wal_of_batch();
+    let (coordinator_now, policies) = payload(policies)?;
     sql::pinned(|| {
         // Citus hides shards from reads of pg_class in sessions of its own naming rules.
         txn::try_set_guc(
             "citus.override_table_visibility",
             "off",
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
         );
         let info = table_info(shard)?;
         if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), info.owner) } {
@@ -187,23 +184,61 @@ fn step(
             .detail("Only a role with the privileges of the shard's owner may purge it.")
             .hint("The coordinator's purge calls this as the table's owner."));
         }
-        let policy = Policy::for_shard(shard, policies)?;
-        if !identity::as_table_owner(policy.owner, || citus::hold_placement_here(shard_id))? {
-            state.moved = true;
-            return Ok(Some(state.to_json()));
+        // A shard is a table of this node; a Citus table here would take the purge through
+        // Citus again, where a batch is not bounded.
+        if citus::location(shard)? != citus::Location::Local {
+            return Err(GcError::new(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("\"{}\" is a Citus table, not a shard", info.display_name),
+            )
+            .hint("Purge the distributed table through session_gc.purge() on the coordinator."));
         }
-        let mut walk = match &state.position {
-            None => RowsWalk::start(&policy)?,
-            Some(position) => RowsWalk::resume(&policy, position)?,
-        };
-        if let Some(batch) = walk.next_batch(&policy, i64::from(batch_size))? {
-            for (total, deleted) in state.deleted.iter_mut().zip(batch.deleted_by_rule) {
-                *total += deleted;
+        Ok(())
+    })?;
+    // As a local purge's batch: committed without waiting for the flush, full pages compressed
+    // (both for this transaction, so set outside the pinned context, which undoes its own).
+    txn::commit_without_waiting_for_flush();
+    txn::compress_wal_of_batch();
+    crate::policy::with_clock_ceiling(coordinator_now, || {
+        sql::pinned(|| {
+            txn::try_set_guc(
+                "citus.override_table_visibility",
+                "off",
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+            );
+            let policy = Policy::for_shard(shard, &policies)?;
+            if !identity::as_table_owner(policy.owner, || citus::hold_placement_here(shard_id))? {
+                state.moved = true;
+                return Ok(Some(state.to_json()));
             }
-            state.batches += 1;
-        }
-        state.done = walk.is_done();
-        state.position = Some(walk.position());
-        Ok(Some(state.to_json()))
+            let mut walk = match &state.position {
+                None => RowsWalk::start(&policy)?,
+                Some(position) => RowsWalk::resume(&policy, position)?,
+            };
+            if let Some(batch) = walk.next_batch(&policy, i64::from(batch_size))? {
+                for (total, deleted) in state.deleted.iter_mut().zip(batch.deleted_by_rule) {
+                    *total += deleted;
+                }
+                state.batches += 1;
+            }
+            state.done = walk.is_done();
+            state.position = Some(walk.position());
+            Ok(Some(state.to_json()))
+        })
     })
+}
+
+/// The coordinator's payload: its clock when it sent the call (a TimestampTz) and the policies.
+fn payload(text: &str) -> GcResult<(pg_sys::TimestampTz, String)> {
+    let bad = || {
+        GcError::invalid_parameter("the policies sent to purge_shard are not valid")
+            .hint("It is called by session_gc.purge() on the coordinator.")
+    };
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|_| bad())?;
+    let now = value
+        .get("now")
+        .and_then(serde_json::Value::as_i64)
+        .ok_or_else(bad)?;
+    let policies = value.get("policies").ok_or_else(bad)?.to_string();
+    Ok((now, policies))
 }

@@ -169,12 +169,17 @@ impl HeapWalk {
         }
         // Fewer rows than asked for: the scan reached the end of the range. Otherwise the next
         // batch starts after the last row deleted, where the scan stopped. (A row updated while
-        // being deleted comes back with its new version's ctid, wherever the update put it: one
-        // that is not after where the batch started is no position, and the next batch scans
-        // again from the same place, which finds only rows not deleted yet.)
+        // being deleted comes back with its new version's ctid, wherever the update put it: of
+        // the last two rows, the smaller ctid is taken, and one that is not after where the
+        // batch started is no position: the next batch scans again from the same place, which
+        // finds only rows not deleted yet.)
         let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= batch_size;
         let last_visited = if full {
-            let last = rows.last().and_then(|(tid, _)| *tid).map(tid_text);
+            // The smaller of the last two: one of them came in scan order.
+            let last_two = rows.iter().rev().take(2).filter_map(|(tid, _)| *tid);
+            let last = last_two
+                .min_by_key(|tid| item_pointer_get_both(*tid))
+                .map(tid_text);
             Some(match last {
                 Some(last) if self.is_ahead(&last) => last,
                 _ => self.after.clone(),
@@ -310,7 +315,7 @@ fn statements(policy: &Policy) -> (String, String) {
     // fills the batch. The DELETE's own WHERE is the check of the rules, on each row as it is
     // deleted (and again on its new version if an update got there first).
     let range_delete = format!(
-        "DELETE FROM {name} t
+        "DELETE FROM ONLY {name} t
           WHERE t.ctid > ${after}::tid AND t.ctid < ${end}::tid AND {expired}
           RETURNING t.ctid, {rule}",
         expired = any_expired("t"),
@@ -323,15 +328,15 @@ fn statements(policy: &Policy) -> (String, String) {
     // rules checked again; the last of them is where the next batch starts after.
     let skip_delete = format!(
         "WITH scanned AS MATERIALIZED (
-             SELECT s.ctid AS tid FROM {name} s
+             SELECT s.ctid AS tid FROM ONLY {name} s
               WHERE s.ctid > ${after}::tid AND s.ctid < ${end}::tid AND {expired_s}
               LIMIT ${size}),
          batch AS MATERIALIZED (
-             SELECT s.ctid AS tid FROM {name} s
+             SELECT s.ctid AS tid FROM ONLY {name} s
               WHERE s.ctid = ANY (ARRAY(SELECT r.tid FROM scanned r)) AND {expired_s}
                 FOR UPDATE OF s SKIP LOCKED),
          gone AS (
-             DELETE FROM {name} t USING batch b
+             DELETE FROM ONLY {name} t USING batch b
               WHERE t.ctid = b.tid AND {expired}
               RETURNING {rule} AS rule)
          SELECT {counts},

@@ -14,10 +14,12 @@
 use super::Batch;
 use crate::citus::{self, Placement};
 use crate::error::{GcError, GcResult};
+use crate::identity;
 use crate::policy::Policy;
+use crate::schema::LIBRARY_VERSION;
 use pgrx::spi::quote_literal;
 use pgrx::PgSqlErrorCode;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 /// How long one call on a shard's node purges, in batches committed there: long enough that
@@ -62,6 +64,17 @@ impl ShardState {
     fn ready(&self, now: Instant) -> bool {
         !self.done && self.retry_at.is_none_or(|at| at <= now)
     }
+
+    /// A try that failed: tried again after a growing pause, or given up with `why`.
+    fn fail(&mut self, why: String) {
+        self.attempts += 1;
+        if self.attempts >= SHARD_ATTEMPTS {
+            self.done = true;
+            self.error = Some(why);
+        } else {
+            self.retry_at = Some(Instant::now() + FIRST_RETRY * 2u32.pow(self.attempts - 1));
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +82,8 @@ pub struct ShardWalk {
     shipped: String,
     shards: BTreeMap<i64, ShardState>,
     listed: bool,
+    /// Nodes found to have this session_gc, this run.
+    checked_nodes: BTreeSet<(String, i32)>,
 }
 
 impl ShardWalk {
@@ -77,6 +92,7 @@ impl ShardWalk {
             shipped: policy.shipped(),
             shards: BTreeMap::new(),
             listed: false,
+            checked_nodes: BTreeSet::new(),
         }
     }
 
@@ -113,15 +129,17 @@ impl ShardWalk {
             pgrx::check_for_interrupts!();
             return Ok(Some(Batch::default()));
         }
+        let chosen = self.on_checked_nodes(policy, chosen)?;
+        // The coordinator's clock: no node computes a cutoff later than it.
+        let now = unsafe { pgrx::pg_sys::GetCurrentTransactionStartTimestamp() };
         let commands: Vec<(&Placement, String)> = chosen
             .iter()
             .filter_map(|id| self.shards.get(id))
-            .map(|shard| (&shard.placement, self.command(shard, batch_size)))
+            .map(|shard| (&shard.placement, self.command(shard, batch_size, now)))
             .collect();
-        // As the role running the purge (the worker's, or the caller owning the table): the
-        // node's purge_shard checks it has the shard owner's privileges, then deletes as the
-        // owner, as a local purge does.
-        let outcomes = citus::run_on_nodes(&commands)?;
+        // As the table's owner, restricted: whatever a node runs under the name of
+        // session_gc.purge_shard runs with the owner's rights only, never the worker's.
+        let outcomes = identity::as_table_owner(policy.owner, || citus::run_on_nodes(&commands))?;
         let mut batch = Batch::default();
         for (id, outcome) in chosen.iter().zip(outcomes) {
             let Some(shard) = self.shards.get_mut(id) else {
@@ -133,27 +151,19 @@ impl ShardWalk {
                     for (total, deleted) in batch.deleted_by_rule.iter_mut().zip(step.deleted) {
                         *total += deleted;
                     }
-                    shard.attempts = 0;
-                    shard.retry_at = None;
                     if step.moved {
                         // Its node no longer holds it: the next listing says where it went.
+                        // (A listing that keeps naming that node counts as a failure.)
                         shard.position = None;
-                        shard.retry_at = Some(Instant::now() + Duration::from_millis(100));
+                        shard.fail("the node does not hold the shard, although Citus's metadata on the coordinator says it does".into());
                     } else {
+                        shard.attempts = 0;
+                        shard.retry_at = None;
                         shard.position = step.position;
                         shard.done = step.done;
                     }
                 }
-                Ok(Err(why)) | Err(why) => {
-                    shard.attempts += 1;
-                    if shard.attempts >= SHARD_ATTEMPTS {
-                        shard.done = true;
-                        shard.error = Some(why);
-                    } else {
-                        shard.retry_at =
-                            Some(Instant::now() + FIRST_RETRY * 2u32.pow(shard.attempts - 1));
-                    }
-                }
+                Ok(Err(why)) | Err(why) => shard.fail(why),
             }
         }
         Ok(Some(batch))
@@ -199,12 +209,68 @@ impl ShardWalk {
         per_node.into_values().map(|(_, id)| id).collect()
     }
 
-    fn command(&self, shard: &ShardState, batch_size: i64) -> String {
+    /// The chosen shards whose nodes have this session_gc: a node is asked once per run (a
+    /// node without it would run whatever a role there named session_gc.purge_shard); a shard
+    /// on a node that does not answer, or answers another version, fails its try.
+    fn on_checked_nodes(&mut self, policy: &Policy, chosen: Vec<i64>) -> GcResult<Vec<i64>> {
+        let unchecked: Vec<Placement> = chosen
+            .iter()
+            .filter_map(|id| self.shards.get(id))
+            .map(|shard| shard.placement.clone())
+            .filter(|p| {
+                !self
+                    .checked_nodes
+                    .contains(&(p.node_name.clone(), p.node_port))
+            })
+            .collect();
+        if unchecked.is_empty() {
+            return Ok(chosen);
+        }
+        let query = "SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname OPERATOR(pg_catalog.=) 'session_gc'";
+        let commands: Vec<(&Placement, String)> =
+            unchecked.iter().map(|p| (p, query.to_string())).collect();
+        let answers = identity::as_table_owner(policy.owner, || citus::run_on_nodes(&commands))?;
+        let mut refused = Vec::new();
+        for (placement, answer) in unchecked.iter().zip(answers) {
+            match answer {
+                Ok(Some(version)) if version == LIBRARY_VERSION => {
+                    self.checked_nodes
+                        .insert((placement.node_name.clone(), placement.node_port));
+                }
+                Ok(found) => refused.push((
+                    placement.shard_id,
+                    format!(
+                        "session_gc {LIBRARY_VERSION} is not installed on the node (found: {})",
+                        found.as_deref().unwrap_or("none")
+                    ),
+                )),
+                Err(why) => refused.push((placement.shard_id, why)),
+            }
+        }
+        for (id, why) in &refused {
+            if let Some(shard) = self.shards.get_mut(id) {
+                shard.turns += 1;
+                shard.fail(why.clone());
+            }
+        }
+        Ok(chosen
+            .into_iter()
+            .filter(|id| !refused.iter().any(|(refused, _)| refused == id))
+            .collect())
+    }
+
+    fn command(
+        &self,
+        shard: &ShardState,
+        batch_size: i64,
+        now: pgrx::pg_sys::TimestampTz,
+    ) -> String {
+        let payload = format!("{{\"now\": {now}, \"policies\": {}}}", self.shipped);
         format!(
             "CALL session_gc.purge_shard({table}::pg_catalog.regclass, {id}, {policies}, {position}, {batch_size}, {SLICE_MS}, NULL)",
             table = quote_literal(&shard.placement.shard_table),
             id = shard.placement.shard_id,
-            policies = quote_literal(&self.shipped),
+            policies = quote_literal(&payload),
             position = shard
                 .position
                 .as_deref()

@@ -300,6 +300,19 @@ fn local_tables_on_the_coordinator_are_purged_and_reference_tables_refused() {
     );
     assert!(error.hint.is_some(), "{error:?}");
     assert_eq!(count(&mut c, "l_reference"), 2000);
+    // A partitioned distributed table: its shards are partitioned tables, not walked.
+    c.batch_execute(
+        "CREATE TABLE l_parted (user_id bigint NOT NULL, expires timestamptz NOT NULL)
+              PARTITION BY RANGE (expires);
+         CREATE TABLE l_parted_all PARTITION OF l_parted DEFAULT;
+         SELECT create_distributed_table('l_parted', 'user_id', colocate_with => 'none');",
+    )
+    .unwrap();
+    let error = expect_error(
+        &mut c,
+        "SELECT session_gc.register('l_parted', expires_column => 'expires')",
+    );
+    assert_eq!(error.code, "0A000", "{error:?}");
     // A cap counts a user's sessions over every shard: refused on a distributed table.
     distributed_sessions(&mut c, "l_capped", 10, 10);
     let error = expect_error(
@@ -358,15 +371,40 @@ fn purge_shard_refuses_a_role_without_the_owners_privileges() {
     tenant
         .batch_execute("SET citus.override_table_visibility = off")
         .unwrap();
-    let policies = r#"[{"expires_column": "expires", "time_zone": "UTC", "grace": "0"}]"#;
-    let error = expect_error(
-        &mut tenant,
-        &format!(
-            "CALL session_gc.purge_shard('{shard}', {id}, '{policies}', NULL, 100, 100, NULL)"
-        ),
+    let payload = |now: &str| {
+        format!(
+            r#"{{"now": {now}, "policies": [{{"expires_column": "expires", "time_zone": "UTC", "grace": "0"}}]}}"#
+        )
+    };
+    let call = |payload: &str| {
+        format!("CALL session_gc.purge_shard('{shard}', {id}, '{payload}', NULL, 100, 100, NULL)")
+    };
+    let now: i64 = scalar(
+        &mut c,
+        "SELECT ((extract(epoch FROM now()) - 946684800) * 1000000)::int8",
     );
+    let error = expect_error(&mut tenant, &call(&payload(&now.to_string())));
     assert_eq!(error.code, "42501", "{error:?}");
     assert_eq!(count(&mut c, "p_sessions"), 100);
+
+    // The node never computes a cutoff later than the coordinator's clock: sent a clock two
+    // hours back, it deletes none of the rows that expired a minute ago; sent the real one, it
+    // deletes them.
+    let mut owner = node.connect(DB);
+    owner
+        .batch_execute("SET citus.override_table_visibility = off")
+        .unwrap();
+    let in_shard = count(&mut owner, &shard);
+    assert!(in_shard > 0, "the shard holds rows");
+    let two_hours_ago = now - 2 * 3600 * 1_000_000;
+    owner
+        .batch_execute(&call(&payload(&two_hours_ago.to_string())))
+        .unwrap();
+    assert_eq!(count(&mut owner, &shard), in_shard);
+    owner
+        .batch_execute(&call(&payload(&now.to_string())))
+        .unwrap();
+    assert_eq!(count(&mut owner, &shard), 0);
 }
 
 /// The real worker purges distributed tables: a shard moved to the other node mid-purge loses
@@ -479,4 +517,26 @@ fn the_worker_purges_through_a_shard_move_and_a_stopped_node() {
     );
     assert_eq!(count(&mut c, "s_sessions"), 5000);
     assert_eq!(count(&mut c, "m_sessions"), 5000);
+
+    // A node without session_gc is never sent a call (a role there could have created its own
+    // session_gc.purge_shard): its shards fail, saying so.
+    let mut bare = cluster.workers[1].connect(DB);
+    bare.batch_execute("SET citus.enable_ddl_propagation = off; DROP EXTENSION session_gc")
+        .unwrap();
+    distributed_sessions(&mut c, "v_sessions", 100, 10);
+    c.batch_execute("SELECT session_gc.register('v_sessions', expires_column => 'expires')")
+        .unwrap();
+    wait_until("a run of v_sessions ends in error", DEADLINE, || {
+        scalar::<i64>(
+            &mut c,
+            "SELECT count(*) FROM session_gc.history
+              WHERE relid = 'v_sessions'::regclass AND status = 'error'
+                AND error LIKE '%could not be purged%'",
+        ) > 0
+    });
+    let detail: String = scalar(
+        &mut c,
+        "SELECT error FROM session_gc.history WHERE relid = 'v_sessions'::regclass AND status = 'error' LIMIT 1",
+    );
+    assert!(detail.contains("is not installed on the node"), "{detail}");
 }

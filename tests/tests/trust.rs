@@ -361,19 +361,40 @@ fn nothing_is_executable_by_public_procedures_included() {
         .query(
             "SELECT p.oid::regprocedure::text FROM pg_proc p
               WHERE p.pronamespace = 'session_gc'::regnamespace
-                AND has_function_privilege('public', p.oid, 'EXECUTE')",
+                AND has_function_privilege('public', p.oid, 'EXECUTE')
+              ORDER BY 1",
             &[],
         )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(open, Vec::<String>::new());
-    c.batch_execute("DROP ROLE IF EXISTS t_nobody; CREATE ROLE t_nobody; SET ROLE t_nobody")
-        .unwrap();
+    // But for the purge of a Citus shard, which refuses a role without its owner's privileges.
+    assert_eq!(open, PUBLIC_ROUTINES);
+    c.batch_execute(
+        "DROP ROLE IF EXISTS t_nobody; CREATE ROLE t_nobody;
+         CREATE TABLE t_public_sessions (id bigserial PRIMARY KEY, expires timestamptz);
+         INSERT INTO t_public_sessions (expires) SELECT now() - interval '1 hour' FROM generate_series(1, 10);
+         SET ROLE t_nobody",
+    )
+    .unwrap();
     let error = expect_error(&mut c, "CALL session_gc.purge()");
     assert_eq!(error.code, "42501");
+    let error = expect_error(
+        &mut c,
+        r#"CALL session_gc.purge_shard('t_public_sessions', 1, '{"now": 0, "policies": [{"expires_column": "expires"}]}', NULL, 10, 10, NULL)"#,
+    );
+    assert_eq!(error.code, "42501", "{error:?}");
+    c.batch_execute("RESET ROLE").unwrap();
+    assert_eq!(count(&mut c, "t_public_sessions"), 10);
 }
+
+/// The routines every role may execute: the purge of a Citus shard, which refuses a role
+/// without the privileges of the shard's owner.
+const PUBLIC_ROUTINES: [&str; 2] = [
+    "session_gc.purge_shard(regclass,bigint,text,text,integer,integer,text)",
+    "session_gc.purge_shard_step(regclass,bigint,text,text,text,integer,integer)",
+];
 
 /// An application granted worker_status() sees that the worker runs, not which table it purges
 /// nor the volumes of a pass over every tenant's tables.
