@@ -37,7 +37,11 @@ impl IdentityGuard {
             pinned: Some(sql::Pinned::enter()),
         };
         for (name, value) in settings {
-            crate::txn::set_guc(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
+            // Setting a value a setting already has costs a parse and a restore for nothing
+            // (every batch enters a few identities).
+            if sql::current_setting(name).as_deref() != Some(value.as_str()) {
+                crate::txn::set_guc(name, value, pg_sys::GucAction::GUC_ACTION_SAVE);
+            }
         }
         guard
     }
@@ -105,14 +109,28 @@ fn as_extension_owner_with<R>(settings: &[(&str, String)], work: impl FnOnce() -
     work()
 }
 
-/// The extension's owner.
+thread_local! {
+    /// The extension's owner as read in the transaction that started at the given moment.
+    static EXTENSION_OWNER: std::cell::Cell<Option<(pg_sys::TimestampTz, pg_sys::Oid)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// The extension's owner, read once per transaction (a batch switches to it twice).
 fn extension_owner() -> Option<pg_sys::Oid> {
-    sql::one_kept::<pg_sys::Oid>(
+    let transaction = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    if let Some((read_in, owner)) = EXTENSION_OWNER.get() {
+        if read_in == transaction {
+            return Some(owner);
+        }
+    }
+    let owner = sql::one_kept::<pg_sys::Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension WHERE extname OPERATOR(pg_catalog.=) 'session_gc'::pg_catalog.name",
         &[],
     )
     .ok()
-    .flatten()
+    .flatten()?;
+    EXTENSION_OWNER.set(Some((transaction, owner)));
+    Some(owner)
 }
 
 /// The role the current call is made by (after SET ROLE, before any switch of ours).

@@ -367,6 +367,71 @@ pub fn rows_written_up_to<R>(
     })
 }
 
+/// What a `DELETE ... RETURNING ctid, rule` run with a row limit returned, read straight from
+/// SPI's tuple table (a batch returns hundreds of rows and needs only this of them).
+#[derive(Debug, Default)]
+pub struct DeletedRows {
+    /// Rows per value of the second column (a rule kind's index), when counted.
+    pub per_rule: Vec<i64>,
+    pub rows: usize,
+    /// The ctids (first column) of the last two rows, the last first.
+    pub last_tids: Vec<pg_sys::ItemPointerData>,
+}
+
+/// Runs a `DELETE ... RETURNING ctid, rule` (a kept statement) stopped after `limit` rows; with
+/// `rule_kinds`, counts the rows per value of the second column.
+pub fn delete_up_to(
+    query: &str,
+    args: &[DatumWithOid],
+    limit: i64,
+    rule_kinds: Option<usize>,
+) -> GcResult<DeletedRows> {
+    let limit = limit.clamp(1, i64::from(i32::MAX)) as std::ffi::c_long;
+    pinned(|| {
+        Spi::connect_mut(|client| {
+            with_kept_plan(client, true, query, args, |client, plan| {
+                let table = client.update(plan, Some(limit), args)?;
+                let mut deleted = DeletedRows {
+                    rows: table.len(),
+                    per_rule: vec![0; rule_kinds.unwrap_or(0)],
+                    last_tids: Vec::with_capacity(2),
+                };
+                // SAFETY: the tuple table SPI just filled (`table` reads the same one), alive
+                // until this connection ends; each tuple has the statement's two columns, a tid
+                // and an int4.
+                unsafe {
+                    let tuptable = pg_sys::SPI_tuptable;
+                    if tuptable.is_null() || deleted.rows == 0 {
+                        return Ok(deleted);
+                    }
+                    let desc = (*tuptable).tupdesc;
+                    let tuples = std::slice::from_raw_parts((*tuptable).vals, deleted.rows);
+                    if rule_kinds.is_some() {
+                        for tuple in tuples {
+                            let mut null = false;
+                            let rule = pg_sys::SPI_getbinval(*tuple, desc, 2, &mut null);
+                            let slot = rule.value() as u32 as usize;
+                            if let (false, Some(count)) = (null, deleted.per_rule.get_mut(slot)) {
+                                *count += 1;
+                            }
+                        }
+                    }
+                    for tuple in tuples.iter().rev().take(2) {
+                        let mut null = false;
+                        let tid = pg_sys::SPI_getbinval(*tuple, desc, 1, &mut null);
+                        if !null {
+                            deleted
+                                .last_tids
+                                .push(*tid.cast_mut_ptr::<pg_sys::ItemPointerData>());
+                        }
+                    }
+                }
+                Ok(deleted)
+            })
+        })
+    })
+}
+
 fn map_rows<R>(
     table: pgrx::spi::SpiTupleTable<'_>,
     mut each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,

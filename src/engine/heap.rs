@@ -16,7 +16,7 @@
 use super::{cutoff_args, is_contention, retrying_moved_rows, Batch, ROW_LOCK_WAIT_MS};
 use crate::error::{GcError, GcResult};
 use crate::identity;
-use crate::policy::Policy;
+use crate::policy::{Policy, RULE_KINDS};
 use crate::sql;
 use crate::txn;
 use pgrx::itemptr::item_pointer_get_both;
@@ -156,15 +156,24 @@ impl HeapWalk {
     /// once, and each row checked once, by the statement that deletes it.
     fn delete_in_range(&self, policy: &Policy, batch_size: i64, wait_ms: i32) -> GcResult<Step> {
         let args = self.args(policy, None)?;
-        let rows = identity::as_table_owner_with(policy.owner, wait_ms, &PHYSICAL_ORDER, || {
-            sql::rows_written_up_to(&self.range_delete, &args, Some(batch_size), |row| {
-                Ok((row.get::<ItemPointerData>(1)?, row.get::<i32>(2)?))
-            })
-        })?;
+        // With one rule every row deleted is its: no need to read a rule per row.
+        let several_rules = policy.rules.len() > 1;
+        let deleted =
+            identity::as_table_owner_with(policy.owner, wait_ms, &PHYSICAL_ORDER, || {
+                sql::delete_up_to(
+                    &self.range_delete,
+                    &args,
+                    batch_size,
+                    several_rules.then_some(RULE_KINDS),
+                )
+            })?;
         let mut batch = Batch::default();
-        for (_, rule) in &rows {
-            if let Some(slot) = rule.and_then(|rule| batch.deleted_by_rule.get_mut(rule as usize)) {
-                *slot += 1;
+        match policy.rules.as_slice() {
+            [rule] => batch.deleted_by_rule[rule.kind.index()] = deleted.rows as i64,
+            _ => {
+                for (total, count) in batch.deleted_by_rule.iter_mut().zip(&deleted.per_rule) {
+                    *total = *count;
+                }
             }
         }
         // Fewer rows than asked for: the scan reached the end of the range. Otherwise the next
@@ -173,11 +182,12 @@ impl HeapWalk {
         // the last two rows, the smaller ctid is taken, and one that is not after where the
         // batch started is no position: the next batch scans again from the same place, which
         // finds only rows not deleted yet.)
-        let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= batch_size;
+        let full = i64::try_from(deleted.rows).unwrap_or(i64::MAX) >= batch_size;
         let last_visited = if full {
-            // The smaller of the last two: one of them came in scan order.
-            let last_two = rows.iter().rev().take(2).filter_map(|(tid, _)| *tid);
-            let last = last_two
+            let last = deleted
+                .last_tids
+                .iter()
+                .copied()
                 .min_by_key(|tid| item_pointer_get_both(*tid))
                 .map(tid_text);
             Some(match last {
