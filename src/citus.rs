@@ -20,10 +20,19 @@ pub enum Location {
     /// In shards, each with one placement (hash-distributed, single-shard distributed and
     /// Citus local tables): each placement is purged on its node, on its own.
     Sharded,
-    /// In shards with a copy on several nodes (reference tables, or a replication factor over
-    /// one): the copies must delete the same rows at once, which a purge of each placement on
-    /// its own cannot promise.
+    /// A reference table: one shard with a copy on every node. The copies must delete the same
+    /// rows at once, so it is purged through Citus from the coordinator, each batch one DELETE
+    /// Citus runs on every copy in one distributed transaction.
+    Reference,
+    /// In shards with a copy on several nodes (a replication factor over one): not purged.
     Replicated,
+}
+
+impl Location {
+    /// Whether the table's rows are in Citus shards (counted through Citus, not by the planner).
+    pub fn is_citus(self) -> bool {
+        self != Location::Local
+    }
 }
 
 /// Whether Citus's metadata is in this database (the extension created here).
@@ -53,7 +62,7 @@ pub fn location(relid: pg_sys::Oid) -> GcResult<Location> {
     Ok(match kind {
         None => Location::Local,
         // Reference tables: partition method 'n', replication model 't' (two-phase).
-        Some(kind) if kind == "nt" => Location::Replicated,
+        Some(kind) if kind == "nt" => Location::Reference,
         Some(_) if copies.unwrap_or(1) > 1 => Location::Replicated,
         Some(_) => Location::Sharded,
     })
@@ -66,8 +75,8 @@ pub fn replicated_refused(display_name: &str) -> GcError {
         format!("session_gc cannot purge {display_name}: its shards have copies on several nodes"),
     )
     .detail(
-        "It is a Citus reference table, or its shards have more than one placement. The copies \
-         must delete the same rows at once; session_gc purges each placement on its own node.",
+        "Its shards have more than one placement. The copies must delete the same rows at once; \
+         session_gc purges each placement on its own node.",
     )
     .hint(
         "Purge it with a DELETE through the coordinator, or distribute it \

@@ -8,6 +8,7 @@
 //! - `index`: few expired rows among many, along each rule's index in key order;
 //! - `caps`: the per-user cap, over the users in key order;
 //! - `shards`: a Citus table's shards, each purged on the node holding it (`crate::shard`);
+//! - `reference`: a Citus reference table, through Citus, its copies deleting alike;
 //! - `census`: what a purge would delete now, counted without deleting (`stats()`, dry runs).
 //!
 //! Each walk keeps its batch statements beside it. Every DELETE checks the rules again, so a
@@ -24,6 +25,7 @@ use heap::HeapWalk;
 use index::IndexWalk;
 use partitions::PartitionWalk;
 use pgrx::PgSqlErrorCode;
+use reference::ReferenceWalk;
 use shards::ShardWalk;
 
 mod caps;
@@ -31,6 +33,7 @@ mod census;
 mod heap;
 mod index;
 mod partitions;
+mod reference;
 mod shards;
 
 pub use census::{census, Census, Counting, EXACT_COUNT_LIMIT};
@@ -120,6 +123,7 @@ enum Walk {
     Heap(HeapWalk),
     Cap(CapWalk),
     Shards(ShardWalk),
+    Reference(ReferenceWalk),
 }
 
 impl Walk {
@@ -130,6 +134,7 @@ impl Walk {
             Walk::Heap(walk) => walk.is_done(),
             Walk::Cap(walk) => walk.is_done(),
             Walk::Shards(walk) => walk.is_done(),
+            Walk::Reference(walk) => walk.is_done(),
         }
     }
 }
@@ -162,6 +167,10 @@ impl Cursor {
             Some(Stage::Rows) if policy.location == Location::Sharded => {
                 Some(Walk::Shards(ShardWalk::new(policy)))
             }
+            // A reference table's copies delete alike, through Citus.
+            Some(Stage::Rows) if policy.location == Location::Reference => {
+                Some(Walk::Reference(ReferenceWalk::new(policy)?))
+            }
             Some(Stage::Rows) => Some(match HeapWalk::plan(policy)? {
                 Some(heap) => Walk::Heap(heap),
                 None => Walk::Index(IndexWalk::new(policy)),
@@ -189,6 +198,7 @@ impl Cursor {
                 Some(Walk::Heap(walk)) => return walk.next_batch(policy, batch_size),
                 Some(Walk::Cap(walk)) => return walk.next_batch(policy, batch_size),
                 Some(Walk::Shards(walk)) => return walk.next_batch(policy, batch_size),
+                Some(Walk::Reference(walk)) => return walk.next_batch(policy, batch_size),
             }
         }
     }

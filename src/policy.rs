@@ -1224,6 +1224,20 @@ pub fn check_location(
     let what = match location {
         Location::Local => return Ok(()),
         Location::Replicated => return Err(citus::replicated_refused(&info.display_name)),
+        Location::Reference if info.relkind == 'p' => "a partitioned table",
+        Location::Reference if capped => "max_per_user",
+        Location::Reference if drops_partitions => "drop_partitions",
+        Location::Reference => {
+            return match primary_key(info.relid)? {
+                Some(_) => Ok(()),
+                None => Err(GcError::new(
+                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                    format!("session_gc cannot purge \"{}\": it is a Citus reference table without a primary key", info.display_name),
+                )
+                .detail("The copies of a reference table must delete the same rows: each batch takes the first expired rows in primary-key order, a choice every copy makes alike.")
+                .hint("Add a primary key to the table.")),
+            };
+        }
         Location::Sharded if info.relkind == 'p' => "a partitioned table",
         Location::Sharded if capped => "max_per_user",
         Location::Sharded if drops_partitions => "drop_partitions",
@@ -1243,6 +1257,25 @@ pub fn check_location(
     )
     .detail("session_gc purges a Citus table shard by shard, on each shard's node; this rule acts on the whole table at once.")
     .hint("Register the table with expiry rules only."))
+}
+
+/// The columns of `relid`'s primary key, quoted, in key order; None without one.
+pub fn primary_key(relid: pg_sys::Oid) -> GcResult<Option<Vec<String>>> {
+    let columns = sql::rows(
+        "SELECT a.attname::text FROM pg_catalog.pg_index i
+           JOIN LATERAL pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) ON true
+           JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+          WHERE i.indrelid = $1 AND i.indisprimary
+          ORDER BY k.position",
+        &[relid.into()],
+        |row| Ok(row.get::<String>(1)?),
+    )?;
+    let columns: Vec<String> = columns
+        .into_iter()
+        .flatten()
+        .map(|name| quote_identifier(&name))
+        .collect();
+    Ok((!columns.is_empty()).then_some(columns))
 }
 
 /// Partition drops and a per-user cap act on all of a table's rows: the policy using one must

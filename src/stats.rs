@@ -25,7 +25,7 @@ pub struct TableStats {
 pub fn collect(policy: &Policy, counting: engine::Counting) -> GcResult<TableStats> {
     let census = engine::census(policy, counting)?;
     let total_rows = identity::as_table_owner(policy.owner, || planner_row_estimate(policy))?;
-    if policy.location == crate::citus::Location::Sharded {
+    if policy.location.is_citus() {
         return sharded_stats(policy, census, total_rows);
     }
     let (table_bytes, dead_rows) = sql::two::<i64, i64>(
@@ -91,7 +91,7 @@ fn sharded_stats(
 /// 3,000 sessions with large payloads). Such a table is counted, up to `EXACT_COUNT_LIMIT` rows.
 fn planner_row_estimate(policy: &Policy) -> GcResult<Option<i64>> {
     // The planner knows nothing of a Citus table's rows; its shards count them in parallel.
-    if policy.location == crate::citus::Location::Sharded {
+    if policy.location.is_citus() {
         return sql::one::<i64>(
             &format!("SELECT count(*)::int8 FROM {}", policy.quoted_table),
             &[],

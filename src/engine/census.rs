@@ -43,7 +43,7 @@ impl Census {
 pub fn census(policy: &Policy, counting: Counting) -> GcResult<Census> {
     // The planner's estimates for a Citus table are not its rows': its shards count exactly,
     // in parallel.
-    let counting = if policy.location == crate::citus::Location::Sharded {
+    let counting = if policy.location.is_citus() {
         Counting::Exact
     } else {
         counting
