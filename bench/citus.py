@@ -59,7 +59,9 @@ class ShardTransactions(threading.Thread):
         return self.longest_ms
 
 
-def start_nodes(args):
+def start_nodes(args, nodes):
+    """Starts the coordinator and two workers; each is added to `nodes` once started, so the
+    caller stops whatever started, however this ends."""
     common = ["listen_addresses = '127.0.0.1'", "max_prepared_transactions = 40", "max_connections = 200",
               "shared_buffers = '512MB'", "max_wal_size = '8GB'", "checkpoint_timeout = '30min'",
               "log_min_messages = warning", "log_line_prefix = '%m [%p] %a: '"]
@@ -67,11 +69,13 @@ def start_nodes(args):
     for i in (1, 2):
         node = Cluster(Path(args.workdir) / f"w{i}", args.port + i)
         node.create(["shared_preload_libraries = 'citus'", *common])
+        nodes.append(node)
         workers.append(node)
     preload = "citus,session_gc,pg_cron" if args.has_pg_cron else "citus,session_gc"
     cron = ["cron.database_name = 'bench'", "cron.host = '127.0.0.1'"] if args.has_pg_cron else []
     coordinator = Cluster(Path(args.workdir) / "c", args.port)
     coordinator.create([f"shared_preload_libraries = '{preload}'", *cron, "session_gc.enabled = off", *common])
+    nodes.append(coordinator)
     for node in [*workers, coordinator]:
         admin = node.connect("postgres")
         admin.execute("CREATE DATABASE bench")
@@ -85,7 +89,10 @@ def start_nodes(args):
         conn.execute("SELECT citus_add_node('127.0.0.1', %s)", (node.port,))
     conn.execute("CREATE EXTENSION session_gc")
     if args.has_pg_cron:
+        # On the coordinator only: the workers do not preload it.
+        conn.execute("SET citus.enable_ddl_propagation = off")
         conn.execute("CREATE EXTENSION pg_cron")
+        conn.execute("RESET citus.enable_ddl_propagation")
     args.server_version = scalar(conn, "SHOW server_version").split()[0]
     args.citus_version = scalar(conn, "SELECT extversion FROM pg_extension WHERE extname = 'citus'")
     conn.close()
@@ -202,8 +209,9 @@ def main():
     args.lead_in = args.lead_out = 1.0
     methods = METHODS if args.has_pg_cron else ["single_delete"] + METHODS[1:]
     started = time.time()
-    coordinator, workers = start_nodes(args)
+    nodes = []
     try:
+        coordinator, workers = start_nodes(args, nodes)
         conn = coordinator.connect()
         bench.build_template(conn, args.rows, args.expired_fraction)
         conn.close()
@@ -226,7 +234,7 @@ def main():
                 print(f"   {result}")
         report(results, baseline, methods, args, time.time() - started)
     finally:
-        for node in [coordinator, *workers]:
+        for node in nodes:
             node.stop()
 
 

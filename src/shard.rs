@@ -168,33 +168,7 @@ fn step(
         return Ok(None);
     }
     let (coordinator_now, policies) = payload(policies)?;
-    sql::pinned(|| {
-        // Citus hides shards from reads of pg_class in sessions of its own naming rules.
-        txn::try_set_guc(
-            "citus.override_table_visibility",
-            "off",
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-        );
-        let info = table_info(shard)?;
-        if !unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), info.owner) } {
-            return Err(GcError::new(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                format!("permission denied to purge \"{}\"", info.display_name),
-            )
-            .detail("Only a role with the privileges of the shard's owner may purge it.")
-            .hint("The coordinator's purge calls this as the table's owner."));
-        }
-        // A shard is a table of this node; a Citus table here would take the purge through
-        // Citus again, where a batch is not bounded.
-        if citus::location(shard)? != citus::Location::Local {
-            return Err(GcError::new(
-                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                format!("\"{}\" is a Citus table, not a shard", info.display_name),
-            )
-            .hint("Purge the distributed table through session_gc.purge() on the coordinator."));
-        }
-        Ok(())
-    })?;
+    let policy = checked_policy(shard, &policies)?;
     // As a local purge's batch: committed without waiting for the flush, full pages compressed
     // (both for this transaction, so set outside the pinned context, which undoes its own).
     txn::commit_without_waiting_for_flush();
@@ -206,7 +180,6 @@ fn step(
                 "off",
                 pg_sys::GucAction::GUC_ACTION_SAVE,
             );
-            let policy = Policy::for_shard(shard, &policies)?;
             if !identity::as_table_owner(policy.owner, || citus::hold_placement_here(shard_id))? {
                 state.moved = true;
                 return Ok(Some(state.to_json()));
@@ -225,6 +198,77 @@ fn step(
             state.position = Some(walk.position());
             Ok(Some(state.to_json()))
         })
+    })
+}
+
+thread_local! {
+    /// The last shard checked and its policy, while its table's catalog row is unchanged: the
+    /// steps of one call (and the next calls on this backend) need not check it again.
+    static CHECKED: std::cell::RefCell<Option<(CheckedKey, Policy)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// What a check holds for: the shard, its catalog row's version, the caller, the policies.
+#[derive(PartialEq, Eq)]
+struct CheckedKey {
+    shard: pg_sys::Oid,
+    table_version: String,
+    caller: pg_sys::Oid,
+    policies: String,
+}
+
+/// The shard's policy, once the caller is found to have its owner's privileges and the shard
+/// to be a table of this node; kept while the table's catalog row (its name, owner, columns'
+/// types) is unchanged.
+fn checked_policy(shard: pg_sys::Oid, policies: &str) -> GcResult<Policy> {
+    sql::pinned(|| {
+        // Citus hides shards from reads of pg_class in sessions of its own naming rules.
+        txn::try_set_guc(
+            "citus.override_table_visibility",
+            "off",
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+        );
+        let key = CheckedKey {
+            shard,
+            table_version: sql::one_kept::<String>(
+                "SELECT c.xmin::text FROM pg_catalog.pg_class c WHERE c.oid = $1",
+                &[shard.into()],
+            )?
+            .unwrap_or_default(),
+            caller: identity::current_user(),
+            policies: policies.to_string(),
+        };
+        let kept = CHECKED.with(|checked| {
+            checked
+                .borrow()
+                .as_ref()
+                .filter(|(checked, _)| *checked == key)
+                .map(|(_, policy)| policy.clone())
+        });
+        if let Some(policy) = kept {
+            return Ok(policy);
+        }
+        let info = table_info(shard)?;
+        if !identity::acts_as(info.owner) {
+            return Err(GcError::new(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("permission denied to purge \"{}\"", info.display_name),
+            )
+            .detail("Only a role with the privileges of the shard's owner may purge it.")
+            .hint("The coordinator's purge calls this as the table's owner."));
+        }
+        // A shard is a table of this node; a Citus table here would take the purge through
+        // Citus again, where a batch is not bounded.
+        if citus::location(shard)? != citus::Location::Local {
+            return Err(GcError::new(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("\"{}\" is a Citus table, not a shard", info.display_name),
+            )
+            .hint("Purge the distributed table through session_gc.purge() on the coordinator."));
+        }
+        let policy = Policy::for_shard(shard, policies)?;
+        CHECKED.with(|checked| *checked.borrow_mut() = Some((key, policy.clone())));
+        Ok(policy)
     })
 }
 

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 /// How long one call on a shard's node purges, in batches committed there: long enough that
 /// connecting costs little, short enough that a round (and the coordinator's transaction
 /// around it) stays short.
-const SLICE_MS: i32 = 200;
+const SLICE_MS: i32 = 400;
 
 /// How often a shard whose node fails is tried within a run, and the pause before the second
 /// try (doubled for each next one).
