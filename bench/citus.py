@@ -131,37 +131,11 @@ def run_pg_cron(conn):
     return int(message.split()[-1]), float(t0), float(t1)
 
 
-def run_single_delete(conn):
-    t0 = time.time()
-    deleted = conn.execute("DELETE FROM sessions WHERE expires < now()").rowcount
-    return deleted, t0, time.time()
-
-
-def run_session_gc_manual(conn):
-    conn.execute("DELETE FROM session_gc.history")
-    t0 = time.time()
-    conn.execute("CALL session_gc.purge()")
-    deleted = scalar(conn, "SELECT coalesce(sum(deleted), 0) FROM session_gc.history")
-    return int(deleted), t0, time.time()
-
-
-def run_session_gc_worker(conn):
-    conn.execute("DELETE FROM session_gc.history")
-    conn.execute("ALTER SYSTEM SET session_gc.enabled = on")
-    conn.execute("SELECT pg_reload_conf()")
-    try:
-        row = wait_for("the worker's pass", lambda: conn.execute(
-            """SELECT sum(deleted), extract(epoch FROM min(started_at)), extract(epoch FROM max(finished_at))
-                 FROM session_gc.history WHERE trigger = 'worker'
-               HAVING count(*) > 0 AND bool_and(status <> 'running')""").fetchone())
-    finally:
-        conn.execute("ALTER SYSTEM SET session_gc.enabled = off")
-        conn.execute("SELECT pg_reload_conf()")
-    return int(row[0]), float(row[1]), float(row[2])
-
-
-RUNNERS = {"pg_cron": run_pg_cron, "single_delete": run_single_delete,
-           "session_gc_manual": run_session_gc_manual, "session_gc_worker": run_session_gc_worker}
+# The benchmark's own runners (they use the connection only); pg_cron's above runs every second.
+RUNNERS = {"pg_cron": run_pg_cron,
+           "single_delete": lambda conn: bench.run_single_delete(None, conn),
+           "session_gc_manual": lambda conn: bench.run_session_gc_manual(None, conn),
+           "session_gc_worker": lambda conn: bench.run_session_gc_worker(None, conn)}
 
 
 def run_method(coordinator, workers, method, args, loaded):

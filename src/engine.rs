@@ -304,6 +304,40 @@ fn retrying_moved_rows<R>(mut batch: impl FnMut() -> GcResult<R>) -> GcResult<R>
     }
 }
 
+/// "Some rule of the policy purges the row aliased `alias`" (cutoffs in `$1..`), each rule's
+/// predicate wrapped in `coalesce(..., false)`: NULL is no, and no index matches a predicate so
+/// wrapped, so a scan filtered by it keeps its own order (the heap walk's physical order).
+fn any_expired_sql(policy: &Policy, alias: &str) -> String {
+    let each: Vec<String> = policy
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(position, rule)| format!("coalesce({}, false)", rule.predicate(alias, position + 1)))
+        .collect();
+    format!("({})", each.join(" OR "))
+}
+
+/// The index (`RuleKind::index()`) of the first rule that purges the row aliased `alias`: a
+/// constant for a policy of one rule.
+fn rule_of_sql(policy: &Policy, alias: &str) -> String {
+    if let [rule] = policy.rules.as_slice() {
+        return rule.kind.index().to_string();
+    }
+    let whens: Vec<String> = policy
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(position, rule)| {
+            format!(
+                "WHEN coalesce({}, false) THEN {}",
+                rule.predicate(alias, position + 1),
+                rule.kind.index()
+            )
+        })
+        .collect();
+    format!("CASE {} END", whens.join(" "))
+}
+
 /// Every rule's cutoff, as `$1..$n` in rule order.
 fn cutoff_args(policy: &Policy) -> GcResult<Vec<pgrx::datum::DatumWithOid<'static>>> {
     let mut args = Vec::with_capacity(policy.rules.len() + 2);

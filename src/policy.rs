@@ -953,22 +953,12 @@ impl Policy {
         let info = table_info(relid)?;
         check_table_kind(&info)?;
         let any_enabled = stored.iter().any(|p| p.enabled);
-        let mut policy = Policy {
-            relid,
-            quoted_table: info.quoted_table.clone(),
-            owner: info.owner,
-            rules: Vec::new(),
-            cap: None,
-            batch_size: None,
-            strategy: Strategy::DeleteRows,
-            version: PolicyVersion {
-                row_version: combined_row_version(stored.iter().map(|p| p.row_version.as_str())),
-                enabled: any_enabled,
-                table_version: stored[0].table_version.clone(),
-            },
-            location: citus::location(relid)?,
-            specs: Vec::new(),
+        let version = PolicyVersion {
+            row_version: combined_row_version(stored.iter().map(|p| p.row_version.as_str())),
+            enabled: any_enabled,
+            table_version: stored[0].table_version.clone(),
         };
+        let mut policy = Policy::without_rules(&info, version, citus::location(relid)?);
         let several = stored.len() > 1;
         // With every policy disabled, a named purge runs the table's only policy as before;
         // of several disabled policies it runs none.
@@ -987,6 +977,22 @@ impl Policy {
         }
         policy.check_location(&info)?;
         Ok(Some(policy))
+    }
+
+    /// A table's policy before its stored policies' rules are added (`add`).
+    fn without_rules(info: &TableInfo, version: PolicyVersion, location: Location) -> Policy {
+        Policy {
+            relid: info.relid,
+            quoted_table: info.quoted_table.clone(),
+            owner: info.owner,
+            rules: Vec::new(),
+            cap: None,
+            batch_size: None,
+            strategy: Strategy::DeleteRows,
+            version,
+            location,
+            specs: Vec::new(),
+        }
     }
 
     /// Adds one stored policy's rules to the table's, checked against the table as it is now.
@@ -1107,22 +1113,12 @@ impl Policy {
         if specs.is_empty() {
             return Err(bad("no policy"));
         }
-        let mut policy = Policy {
-            relid: shard,
-            quoted_table: info.quoted_table.clone(),
-            owner: info.owner,
-            rules: Vec::new(),
-            cap: None,
-            batch_size: None,
-            strategy: Strategy::DeleteRows,
-            version: PolicyVersion {
-                row_version: String::new(),
-                enabled: true,
-                table_version: None,
-            },
-            location: Location::Local,
-            specs: Vec::new(),
+        let version = PolicyVersion {
+            row_version: String::new(),
+            enabled: true,
+            table_version: None,
         };
+        let mut policy = Policy::without_rules(&info, version, Location::Local);
         let several = specs.len() > 1;
         for (position, value) in specs.iter().enumerate() {
             let text = |key: &str| -> GcResult<Option<String>> {
@@ -1212,51 +1208,56 @@ pub fn with_clock_ceiling<R>(ceiling: pg_sys::TimestampTz, work: impl FnOnce() -
     work()
 }
 
-/// A table in shards is purged shard by shard, by its time rules: a cap counts a user's
-/// sessions over all shards and partition drops act on the whole table, neither of which one
-/// shard can do; a table with copies on several nodes is not purged at all.
+/// A Citus table is purged by its time rules, shard by shard (a reference table through
+/// Citus): a cap counts a user's sessions over all shards and partition drops act on the whole
+/// table, neither of which a batch of one shard can do; the shards of a partitioned table are
+/// not walked; a reference table needs a primary key (its copies choose the same rows by it);
+/// a table with copies of its shards on several nodes is not purged at all.
 pub fn check_location(
     info: &TableInfo,
     location: Location,
     capped: bool,
     drops_partitions: bool,
 ) -> GcResult<()> {
-    let what = match location {
+    match location {
         Location::Local => return Ok(()),
         Location::Replicated => return Err(citus::replicated_refused(&info.display_name)),
-        Location::Reference if info.relkind == 'p' => "a partitioned table",
-        Location::Reference if capped => "max_per_user",
-        Location::Reference if drops_partitions => "drop_partitions",
-        Location::Reference => {
-            return match primary_key(info.relid)? {
-                Some(_) => Ok(()),
-                None => Err(GcError::new(
-                    PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                    format!("session_gc cannot purge \"{}\": it is a Citus reference table without a primary key", info.display_name),
-                )
-                .detail("The copies of a reference table must delete the same rows: each batch takes the first expired rows in primary-key order, a choice every copy makes alike.")
-                .hint("Add a primary key to the table.")),
-            };
-        }
-        Location::Sharded if info.relkind == 'p' => "a partitioned table",
-        Location::Sharded if capped => "max_per_user",
-        Location::Sharded if drops_partitions => "drop_partitions",
-        Location::Sharded => return Ok(()),
-    };
-    if what == "a partitioned table" {
-        return Err(GcError::new(
-            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("session_gc cannot purge \"{}\": it is a partitioned Citus table", info.display_name),
-        )
-        .detail("session_gc purges a Citus table shard by shard; the shards of a partitioned one are partitioned tables of their own, which it does not walk.")
-        .hint("Distribute the table without partitions, or purge it with a DELETE through the coordinator."));
+        Location::Sharded | Location::Reference => {}
     }
-    Err(GcError::new(
-        PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-        format!("{what} cannot be used on \"{}\": it is a Citus table", info.display_name),
-    )
-    .detail("session_gc purges a Citus table shard by shard, on each shard's node; this rule acts on the whole table at once.")
-    .hint("Register the table with expiry rules only."))
+    let refused = |message: String, detail: &str, hint: &str| {
+        Err(
+            GcError::new(PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, message)
+                .detail(detail)
+                .hint(hint),
+        )
+    };
+    if info.relkind == 'p' {
+        return refused(
+            format!("session_gc cannot purge \"{}\": it is a partitioned Citus table", info.display_name),
+            "session_gc purges a Citus table shard by shard; the shards of a partitioned one are partitioned tables of their own, which it does not walk.",
+            "Distribute the table without partitions, or purge it with a DELETE through the coordinator.",
+        );
+    }
+    let whole_table_rule = match (capped, drops_partitions) {
+        (true, _) => Some("max_per_user"),
+        (false, true) => Some("drop_partitions"),
+        (false, false) => None,
+    };
+    if let Some(what) = whole_table_rule {
+        return refused(
+            format!("{what} cannot be used on \"{}\": it is a Citus table", info.display_name),
+            "session_gc purges a Citus table shard by shard, on each shard's node; this rule acts on the whole table at once.",
+            "Register the table with expiry rules only.",
+        );
+    }
+    if location == Location::Reference && primary_key(info.relid)?.is_none() {
+        return refused(
+            format!("session_gc cannot purge \"{}\": it is a Citus reference table without a primary key", info.display_name),
+            "The copies of a reference table must delete the same rows: each batch takes the first expired rows in primary-key order, a choice every copy makes alike.",
+            "Add a primary key to the table.",
+        );
+    }
+    Ok(())
 }
 
 /// The columns of `relid`'s primary key, quoted, in key order; None without one.

@@ -19,14 +19,18 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Where one call of `purge_shard` stands between its steps (and what it answers).
+/// Where one call of `purge_shard` stands between its steps, and what it answers the
+/// coordinator (`engine/shards.rs` reads it back).
 #[derive(Debug, Default)]
-struct CallState {
-    position: Option<String>,
-    deleted: [i64; RULE_KINDS],
+pub struct CallState {
+    /// Where the shard's walk stands (`RowsWalk::position`).
+    pub position: Option<String>,
+    pub deleted: [i64; RULE_KINDS],
     batches: i64,
-    done: bool,
-    moved: bool,
+    /// The shard's walk is done.
+    pub done: bool,
+    /// This node no longer holds the shard.
+    pub moved: bool,
     started_ms: f64,
 }
 
@@ -43,7 +47,7 @@ impl CallState {
         .to_string()
     }
 
-    fn from_json(text: &str) -> GcResult<Self> {
+    pub fn from_json(text: &str) -> GcResult<Self> {
         let value: serde_json::Value = serde_json::from_str(text).map_err(|_| {
             GcError::invalid_parameter("the state of purge_shard is not valid")
                 .detail(format!("It was: {text}"))
@@ -168,18 +172,19 @@ fn step(
         return Ok(None);
     }
     let (coordinator_now, policies) = payload(policies)?;
+    // For this step's transaction (so set outside the pinned contexts, which undo their own):
+    // Citus hides shards from reads of pg_class in sessions of its own naming rules.
+    txn::try_set_guc(
+        "citus.override_table_visibility",
+        "off",
+        pg_sys::GucAction::GUC_ACTION_LOCAL,
+    );
     let policy = checked_policy(shard, &policies)?;
-    // As a local purge's batch: committed without waiting for the flush, full pages compressed
-    // (both for this transaction, so set outside the pinned context, which undoes its own).
+    // As a local purge's batch: committed without waiting for the flush, full pages compressed.
     txn::commit_without_waiting_for_flush();
     txn::compress_wal_of_batch();
     crate::policy::with_clock_ceiling(coordinator_now, || {
         sql::pinned(|| {
-            txn::try_set_guc(
-                "citus.override_table_visibility",
-                "off",
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-            );
             if !identity::as_table_owner(policy.owner, || citus::hold_placement_here(shard_id))? {
                 state.moved = true;
                 return Ok(Some(state.to_json()));
@@ -222,12 +227,6 @@ struct CheckedKey {
 /// types) is unchanged.
 fn checked_policy(shard: pg_sys::Oid, policies: &str) -> GcResult<Policy> {
     sql::pinned(|| {
-        // Citus hides shards from reads of pg_class in sessions of its own naming rules.
-        txn::try_set_guc(
-            "citus.override_table_visibility",
-            "off",
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-        );
         let key = CheckedKey {
             shard,
             table_version: sql::one_kept::<String>(

@@ -340,28 +340,15 @@ pub fn rows_written<R>(
     args: &[DatumWithOid],
     each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
 ) -> GcResult<Vec<R>> {
-    rows_written_up_to(query, args, None, each)
-}
-
-/// Like `rows_written`, with the statement stopped once it has returned `limit` rows: a
-/// `DELETE ... RETURNING` so run deletes no more rows than that (the executor stops at the
-/// limit, as it would for a LIMIT, which a DELETE cannot have).
-pub fn rows_written_up_to<R>(
-    query: &str,
-    args: &[DatumWithOid],
-    limit: Option<i64>,
-    each: impl FnMut(&SpiHeapTupleData) -> GcResult<R>,
-) -> GcResult<Vec<R>> {
-    let limit = limit.map(|rows| rows.clamp(1, i64::from(i32::MAX)) as std::ffi::c_long);
     if !is_kept(query) {
         return pinned(|| {
-            Spi::connect_mut(|client| map_rows(client.update(query, limit, args)?, each))
+            Spi::connect_mut(|client| map_rows(client.update(query, None, args)?, each))
         });
     }
     pinned(|| {
         Spi::connect_mut(|client| {
             with_kept_plan(client, true, query, args, |client, plan| {
-                map_rows(client.update(plan, limit, args)?, each)
+                map_rows(client.update(plan, None, args)?, each)
             })
         })
     })

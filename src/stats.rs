@@ -36,13 +36,7 @@ pub fn collect(policy: &Policy, counting: engine::Counting) -> GcResult<TableSta
         ),
         &[policy.relid.into()],
     )?;
-    let (last_run, last_deleted, deleted_total) = identity::as_extension_owner(|| {
-        sql::three::<TimestampWithTimeZone, i64, i64>(
-            "SELECT max(last_run), max(last_deleted), max(deleted_total) FROM session_gc.totals
-              WHERE table_name = $1::oid::regclass",
-            &[policy.relid.into()],
-        )
-    })?;
+    let (last_run, last_deleted, deleted_total) = totals(policy)?;
     Ok(TableStats {
         total_rows,
         census,
@@ -51,6 +45,18 @@ pub fn collect(policy: &Policy, counting: engine::Counting) -> GcResult<TableSta
         last_run,
         last_deleted,
         deleted_total: Some(deleted_total.unwrap_or(0)),
+    })
+}
+
+/// When the table was last purged, how many rows that run deleted, and how many all runs did.
+#[allow(clippy::type_complexity)]
+fn totals(policy: &Policy) -> GcResult<(Option<TimestampWithTimeZone>, Option<i64>, Option<i64>)> {
+    identity::as_extension_owner(|| {
+        sql::three::<TimestampWithTimeZone, i64, i64>(
+            "SELECT max(last_run), max(last_deleted), max(deleted_total) FROM session_gc.totals
+              WHERE table_name = $1::oid::regclass",
+            &[policy.relid.into()],
+        )
     })
 }
 
@@ -67,13 +73,7 @@ fn sharded_stats(
             &[policy.relid.into()],
         )
     })?;
-    let (last_run, last_deleted, deleted_total) = identity::as_extension_owner(|| {
-        sql::three::<TimestampWithTimeZone, i64, i64>(
-            "SELECT max(last_run), max(last_deleted), max(deleted_total) FROM session_gc.totals
-              WHERE table_name = $1::oid::regclass",
-            &[policy.relid.into()],
-        )
-    })?;
+    let (last_run, last_deleted, deleted_total) = totals(policy)?;
     Ok(TableStats {
         total_rows,
         census,

@@ -13,7 +13,10 @@
 //! meets a row the application holds is redone lock-skipping: the range's next `batch size`
 //! expired rows found first, those not locked deleted by ctid.
 
-use super::{cutoff_args, is_contention, retrying_moved_rows, Batch, ROW_LOCK_WAIT_MS};
+use super::{
+    any_expired_sql, cutoff_args, is_contention, retrying_moved_rows, rule_of_sql, Batch,
+    ROW_LOCK_WAIT_MS,
+};
 use crate::error::{GcError, GcResult};
 use crate::identity;
 use crate::policy::{Policy, RULE_KINDS};
@@ -288,39 +291,11 @@ fn statements(policy: &Policy) -> (String, String) {
     let n = policy.rules.len();
     let (after, end, size) = (n + 1, n + 2, n + 3);
     let name = &policy.quoted_table;
-    // The coalesce is load-bearing: no index matches a predicate so wrapped, so the scans below
-    // come in physical order (a TID range scan) and never in an index's key order, which would
-    // make the batch's last row no position in the table.
-    let any_expired = |alias: &str| {
-        let each: Vec<String> = policy
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(position, rule)| {
-                format!("coalesce({}, false)", rule.predicate(alias, position + 1))
-            })
-            .collect();
-        format!("({})", each.join(" OR "))
-    };
-    let classify = |alias: &str| -> String {
-        // One rule: every row deleted is its, with no need to check it a second time.
-        if let [rule] = policy.rules.as_slice() {
-            return rule.kind.index().to_string();
-        }
-        let whens: Vec<String> = policy
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(position, rule)| {
-                format!(
-                    "WHEN coalesce({}, false) THEN {}",
-                    rule.predicate(alias, position + 1),
-                    rule.kind.index()
-                )
-            })
-            .collect();
-        format!("CASE {} END", whens.join(" "))
-    };
+    // The coalesce of each predicate (any_expired_sql) is load-bearing: the scans below come
+    // in physical order (a TID range scan) and never in an index's key order, which would make
+    // the batch's last row no position in the table.
+    let any_expired = |alias: &str| any_expired_sql(policy, alias);
+    let classify = |alias: &str| rule_of_sql(policy, alias);
     // Run with the batch size as the executor's row limit: the scan stops at the row that
     // fills the batch. The DELETE's own WHERE is the check of the rules, on each row as it is
     // deleted (and again on its new version if an update got there first).

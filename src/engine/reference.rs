@@ -7,7 +7,7 @@
 //! `session_gc.lock_timeout`, then the run ends in error and the next one goes on): it cannot
 //! skip it, as a copy would then skip what another deletes.
 
-use super::{cutoff_args, Batch};
+use super::{any_expired_sql, cutoff_args, rule_of_sql, Batch};
 use crate::error::{GcError, GcResult};
 use crate::identity;
 use crate::policy::{primary_key, Policy};
@@ -66,45 +66,23 @@ impl ReferenceWalk {
 fn statement(policy: &Policy, key: &[String]) -> String {
     let size = policy.rules.len() + 1;
     let name = &policy.quoted_table;
-    let expired = |alias: &str| {
-        let each: Vec<String> = policy
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(position, rule)| {
-                format!("coalesce({}, false)", rule.predicate(alias, position + 1))
-            })
-            .collect();
-        format!("({})", each.join(" OR "))
-    };
+    let expired = |alias: &str| any_expired_sql(policy, alias);
     let columns = |alias: &str| -> String {
         key.iter()
             .map(|column| format!("{alias}.{column}"))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let classify: Vec<String> = policy
-        .rules
-        .iter()
-        .enumerate()
-        .map(|(position, rule)| {
-            format!(
-                "WHEN coalesce({}, false) THEN {}",
-                rule.predicate("t", position + 1),
-                rule.kind.index()
-            )
-        })
-        .collect();
     format!(
         "DELETE FROM {name} t
           WHERE ({key_t}) IN (SELECT {key_s} FROM {name} s WHERE {expired_s}
                                ORDER BY {key_s} LIMIT ${size})
             AND {expired_t}
-          RETURNING CASE {classify} END",
+          RETURNING {rule}",
         key_t = columns("t"),
         key_s = columns("s"),
         expired_s = expired("s"),
         expired_t = expired("t"),
-        classify = classify.join(" "),
+        rule = rule_of_sql(policy, "t"),
     )
 }

@@ -17,6 +17,7 @@ use crate::error::{GcError, GcResult};
 use crate::identity;
 use crate::policy::Policy;
 use crate::schema::LIBRARY_VERSION;
+use crate::shard::CallState;
 use pgrx::spi::quote_literal;
 use pgrx::PgSqlErrorCode;
 use std::collections::{BTreeMap, BTreeSet};
@@ -146,8 +147,12 @@ impl ShardWalk {
                 continue;
             };
             shard.turns += 1;
-            match outcome.map(|result| ShardStep::parse(result.as_deref())) {
-                Ok(Ok(step)) => {
+            let answer = outcome.and_then(|result| {
+                let text = result.ok_or("the shard's node answered nothing")?;
+                CallState::from_json(&text).map_err(|error| error.to_string())
+            });
+            match answer {
+                Ok(step) => {
                     for (total, deleted) in batch.deleted_by_rule.iter_mut().zip(step.deleted) {
                         *total += deleted;
                     }
@@ -163,7 +168,7 @@ impl ShardWalk {
                         shard.done = step.done;
                     }
                 }
-                Ok(Err(why)) | Err(why) => shard.fail(why),
+                Err(why) => shard.fail(why),
             }
         }
         Ok(Some(batch))
@@ -308,40 +313,5 @@ impl ShardWalk {
             .detail(failed.join("; "))
             .hint("The other shards were purged. The worker tries the table again after its back-off; check that every node is up and reachable from the coordinator.")
         })
-    }
-}
-
-/// What one call on a shard's node answered (`purge_shard`'s result).
-#[derive(Debug, Default)]
-pub struct ShardStep {
-    pub deleted: [i64; crate::policy::RULE_KINDS],
-    pub position: Option<String>,
-    pub done: bool,
-    pub moved: bool,
-}
-
-impl ShardStep {
-    fn parse(result: Option<&str>) -> Result<Self, String> {
-        let text = result.ok_or("the shard's node answered nothing")?;
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|_| format!("unexpected answer: {text}"))?;
-        let mut step = ShardStep {
-            position: value
-                .get("position")
-                .and_then(|p| p.as_str())
-                .map(str::to_string),
-            done: value.get("done").and_then(|d| d.as_bool()).unwrap_or(false),
-            moved: value
-                .get("moved")
-                .and_then(|m| m.as_bool())
-                .unwrap_or(false),
-            ..ShardStep::default()
-        };
-        if let Some(counts) = value.get("deleted").and_then(|d| d.as_array()) {
-            for (slot, count) in step.deleted.iter_mut().zip(counts) {
-                *slot = count.as_i64().unwrap_or(0);
-            }
-        }
-        Ok(step)
     }
 }
