@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
 done
 pg_config=$(pg_config_for "$major")
 
-scripts/setup.sh
+scripts/setup.sh "$major"
 if runs_in_trixie_root "$major"; then
     exec scripts/trixie.sh run scripts/demo.sh --pg "$major"
 fi

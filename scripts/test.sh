@@ -16,7 +16,11 @@ done
 step_started=$SECONDS
 took() { echo "   ($1: $((SECONDS - step_started)) s)"; step_started=$SECONDS; }
 
-scripts/setup.sh
+scripts/setup.sh --tests "${versions[@]}"
+for v in "${versions[@]}"; do
+    # The trixie root must be the one today's package list makes, as on a fresh machine.
+    if [ "$v" = 17 ]; then scripts/trixie.sh check; fi
+done
 took "set-up"
 
 echo "== cargo fmt --check"
@@ -35,6 +39,29 @@ for v in "${versions[@]}"; do
     fi
     seconds_for[$v]=$((SECONDS - started))
 done
+# pg_upgrade across majors tested in this run, with the packages a DBA installs: 15 -> 16 here,
+# 16 -> 17 inside the trixie root (which borrows 16's install).
+tested() { local v; for v in "${versions[@]}"; do [ "$v" = "$1" ] && return 0; done; return 1; }
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+deb_of() { echo "target/debian/postgresql-$1-session-gc_${version}-1_amd64.deb"; }
+with_package() { # DEB PACKAGE CMD...: CMD with the .deb installed, removed after it
+    local deb=$1 package=$2 rc=0
+    shift 2
+    dpkg -i "$deb" >/dev/null
+    "$@" || rc=$?
+    dpkg -r "$package" >/dev/null
+    return $rc
+}
+if tested 15 && tested 16; then
+    with_package "$(deb_of 15)" postgresql-15-session-gc scripts/test-pg-upgrade.sh 15 16
+    took "pg_upgrade 15 -> 16"
+fi
+if tested 16 && tested 17; then
+    scripts/trixie.sh run bash -euc "$(declare -f with_package); with_package \"\$@\"" with \
+        "$(deb_of 17)" postgresql-17-session-gc scripts/test-pg-upgrade.sh 16 17
+    took "pg_upgrade 16 -> 17"
+fi
+
 echo "== all tests passed on PostgreSQL ${versions[*]} in $SECONDS s"
 for v in "${versions[@]}"; do
     echo "   PostgreSQL $v: ${seconds_for[$v]} s"

@@ -112,12 +112,14 @@ fn register_policy(
         .iter()
         .filter(|r| r.column_kind.is_naive())
         .collect();
-    let time_zone = match time_zone {
-        Some(zone) => known_time_zone(&zone)?,
-        None if !naive_rules.is_empty() => return Err(time_zone_needed(&info, &naive_rules)),
-        // No rule reads a wall-clock time: the zone is stored but never used.
-        None => known_time_zone(&sql::shown_setting("TimeZone").unwrap_or_else(|| "UTC".into()))?,
-    };
+    // Only a rule on a naive column reads a zone; the policy stores one only then (NULL else),
+    // and refuses one given for no such column, as it refuses an epoch_unit.
+    let time_zone = time_zone.map(|zone| known_time_zone(&zone)).transpose()?;
+    match (&time_zone, naive_rules.is_empty()) {
+        (None, false) => return Err(time_zone_needed(&info, &naive_rules)),
+        (Some(_), true) => return Err(time_zone_without_naive_column()),
+        _ => {}
+    }
     for rule in &resolved.rules {
         let suggestion = if rule.is_ordered() {
             None
@@ -158,7 +160,7 @@ fn register_policy(
                 spec.active_column.clone().into(),
                 spec.grace.as_str().into(),
                 spec.epoch_unit.clone().into(),
-                time_zone.as_str().into(),
+                time_zone.clone().into(),
                 batch_size.into(),
                 enabled.into(),
                 resolved.strategy.name().into(),
@@ -181,14 +183,19 @@ fn register_policy(
             cap.quoted_rank()
         ));
     }
-    if !naive_rules.is_empty() {
-        let columns: Vec<String> = naive_rules.iter().map(|r| r.quoted_column()).collect();
-        described.push(format!(
-            "{} read as wall-clock time in {}",
-            columns.join(" and "),
-            quote_literal(&time_zone)
-        ));
-    }
+    // How naive columns are read is said apart from the rules: it is not another rule.
+    let reading = match &time_zone {
+        Some(zone) => {
+            let columns: Vec<String> = naive_rules.iter().map(|r| r.quoted_column()).collect();
+            format!(
+                ". {} {} wall-clock time without a zone, read in {}",
+                columns.join(" and "),
+                if columns.len() == 1 { "holds" } else { "hold" },
+                quote_literal(zone)
+            )
+        }
+        None => String::new(),
+    };
     let partitions = match resolved.strategy {
         policy::Strategy::DropPartitions { .. } => "; expired partitions are dropped whole",
         policy::Strategy::DeleteRows => "",
@@ -199,7 +206,7 @@ fn register_policy(
         format!(" (policy {})", quote_literal(policy_name))
     };
     Ok(format!(
-        "{}{named}: rows are purged when {}{partitions}{}",
+        "{}{named}: rows are purged when {}{partitions}{}{reading}",
         info.display_name,
         described.join(", or "),
         if enabled { "" } else { " (disabled)" }
@@ -280,10 +287,23 @@ fn time_zone_needed(info: &TableInfo, naive_rules: &[&policy::Rule]) -> GcError 
         sql::shown_setting("TimeZone").unwrap_or_else(|| "unknown".into())
     ))
     .hint(
-        "Pass time_zone => 'UTC' if the application writes UTC (Flask-Session, Rails, Prisma, \
-         Phoenix), or its own zone if it writes local time (connect-pg-simple writes the app \
-         connection's TimeZone), e.g. time_zone => 'Europe/Berlin'.",
+        "Pass time_zone => 'UTC' if the application's library writes UTC (Flask-Session, Rails, \
+         Prisma, Phoenix). If it writes local time (connect-pg-simple: its connections' \
+         TimeZone; Better Auth before 1.3.11 and other node-postgres apps: the Node.js process's \
+         zone), read that zone where the app runs (SHOW TimeZone through the app's own pool, or \
+         the process's TZ) and pass it: no zone is guessed, since a wrong one deletes live sessions.",
     )
+}
+
+/// time_zone given for a policy none of whose rule columns is naive: it would say nothing, and
+/// the caller most likely believes a column is naive that is not.
+fn time_zone_without_naive_column() -> GcError {
+    GcError::invalid_parameter("time_zone given but no rule column is a timestamp or date")
+        .detail(
+            "time_zone only says how naive timestamp and date columns are read; timestamptz \
+             values carry their moment and epoch columns count from UTC.",
+        )
+        .hint("Leave time_zone out for timestamptz and epoch columns.")
 }
 
 /// Removes the policies of a table, or the one named. Its history stays until trimmed. The

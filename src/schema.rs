@@ -20,7 +20,8 @@ CREATE TABLE session_gc.policies (
     active_column   name,
     grace           interval    NOT NULL DEFAULT '0',
     epoch_unit      text        CHECK (epoch_unit IN ('s', 'ms')),
-    time_zone       text        NOT NULL,
+    -- Since 0.6.0 NULL where no rule column is naive (no zone applies).
+    time_zone       text,
     batch_size      integer     CHECK (batch_size > 0),
     enabled         boolean     NOT NULL DEFAULT true,
     strategy        text        NOT NULL DEFAULT 'delete_rows'

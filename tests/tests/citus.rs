@@ -247,7 +247,7 @@ fn row_filters_apply_on_every_shard() {
          SELECT session_gc.register('f_tokens', policy_name => 'web', row_filter => $$kind = 'web'$$,
                                     expires_column => 'expires');
          SELECT session_gc.register('f_tokens', policy_name => 'api', row_filter => $$kind = 'api'$$,
-                                    created_column => 'expires', max_age => '7 days', time_zone => 'UTC');",
+                                    created_column => 'expires', max_age => '7 days');",
     )
     .unwrap();
     c.batch_execute("CALL session_gc.purge('f_tokens', batch_size => 50)")

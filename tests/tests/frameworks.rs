@@ -2,7 +2,9 @@
 //! it, rows in the framework's own value formats (sessions expired and live, on both sides of
 //! the cutoff), the recipe's index and register() call, a purge; then what is left is checked
 //! against the framework's own expiry rule. And register() without a rule on each store's
-//! table hints a call that works.
+//! table hints a call that, run as given from a session in another zone than the app's, is
+//! either refused (a zone only the app knows is left as `:'app_zone'`) or deletes no valid
+//! session; so do the hints on the naive variants of stores whose zone is the app's.
 
 use postgres::Client;
 use session_gc_integration::{expect_error, scalar, shared_cluster};
@@ -25,6 +27,75 @@ struct Store {
     heading: &'static str,
     tables: &'static [Table],
 }
+
+/// The zone the test's apps write naive times in where the library writes its own local time
+/// (what a recipe's `:'app_zone'` is filled in with); no session of the tests runs in it.
+const APP_ZONE: &str = "America/Los_Angeles";
+
+/// The placeholder a recipe or hint leaves for a zone only the app knows.
+const APP_ZONE_PLACEHOLDER: &str = ":'app_zone'";
+
+fn with_app_zone(sql: &str) -> String {
+    sql.replace(APP_ZONE_PLACEHOLDER, &format!("'{APP_ZONE}'"))
+}
+
+/// A table shape no README recipe shows, whose naive column holds the app's own zone: the
+/// hint must not name a zone for it.
+struct NaiveVariant {
+    name: &'static str,
+    ddl: &'static str,
+    table: Table,
+}
+
+const NAIVE_VARIANTS: &[NaiveVariant] = &[
+    NaiveVariant {
+        name: "better_auth_before_1_3_11",
+        // Better Auth 1.3.10's migration: "expiresAt" timestamp, written in Node's local zone.
+        ddl: "CREATE TABLE \"user\" (id text NOT NULL PRIMARY KEY);
+              CREATE TABLE \"session\" (id text NOT NULL PRIMARY KEY, \"expiresAt\" timestamp NOT NULL,
+                                         token text NOT NULL UNIQUE, \"updatedAt\" timestamp NOT NULL,
+                                         \"userId\" text NOT NULL REFERENCES \"user\" (id))",
+        table: table(
+            "\"session\"",
+            "INSERT INTO \"user\" VALUES ('u1');
+             INSERT INTO \"session\" (id, \"expiresAt\", token, \"updatedAt\", \"userId\")
+             SELECT 's' || n, (now() AT TIME ZONE 'America/Los_Angeles') + make_interval(secs => o), 't' || n,
+                    now() AT TIME ZONE 'America/Los_Angeles', 'u1' FROM rows",
+            "\"expiresAt\" > now() AT TIME ZONE 'America/Los_Angeles'",
+        ),
+    },
+    NaiveVariant {
+        name: "lucia_naive",
+        ddl: "CREATE TABLE auth_user (id text PRIMARY KEY);
+              CREATE TABLE user_session (id text PRIMARY KEY, expires_at timestamp NOT NULL,
+                                         user_id text NOT NULL REFERENCES auth_user (id))",
+        table: table(
+            "user_session",
+            "INSERT INTO auth_user VALUES ('u1');
+             INSERT INTO user_session SELECT 's' || n, (now() AT TIME ZONE 'America/Los_Angeles') + make_interval(secs => o), 'u1' FROM rows",
+            "expires_at > now() AT TIME ZONE 'America/Los_Angeles'",
+        ),
+    },
+    NaiveVariant {
+        name: "scs_naive",
+        ddl: "CREATE TABLE sessions (token text PRIMARY KEY, data bytea NOT NULL, expiry timestamp NOT NULL)",
+        table: table(
+            "sessions",
+            "INSERT INTO sessions SELECT 'token' || n, '\\x00', (now() AT TIME ZONE 'America/Los_Angeles') + make_interval(secs => o) FROM rows",
+            "expiry > now() AT TIME ZONE 'America/Los_Angeles'",
+        ),
+    },
+    NaiveVariant {
+        name: "django_naive",
+        ddl: "CREATE TABLE django_session (session_key varchar(40) NOT NULL PRIMARY KEY,
+                                           session_data text NOT NULL, expire_date timestamp NOT NULL)",
+        table: table(
+            "django_session",
+            "INSERT INTO django_session SELECT 'key' || n, 'data', (now() AT TIME ZONE 'America/Los_Angeles') + make_interval(secs => o) FROM rows",
+            "expire_date > now() AT TIME ZONE 'America/Los_Angeles'",
+        ),
+    },
+];
 
 const fn table(name: &'static str, insert: &'static str, valid: &'static str) -> Table {
     Table {
@@ -54,13 +125,13 @@ const STORES: &[Store] = &[
     },
     Store {
         heading: "express-session",
-        // Written by the app's connection, whose TimeZone is Europe/Berlin (the recipe's).
+        // Written by the app's connection, whose TimeZone is America/Los_Angeles (APP_ZONE).
         tables: &[table(
             "\"session\"",
-            "SET TimeZone = 'Europe/Berlin';
+            "SET TimeZone = 'America/Los_Angeles';
              INSERT INTO \"session\" SELECT 'sid' || n, '{}', to_timestamp(extract(epoch FROM now()) + o) FROM rows;
              SET TimeZone = 'Asia/Tokyo'",
-            "expire >= now() AT TIME ZONE 'Europe/Berlin'",
+            "expire >= now() AT TIME ZONE 'America/Los_Angeles'",
         )],
     },
     Store {
@@ -235,10 +306,9 @@ fn run_each(c: &mut Client, sql: &str) {
     }
 }
 
-fn database_for(store: &Store, suffix: &str) -> Client {
+fn database_for(heading: &str, suffix: &str) -> Client {
     let cluster = shared_cluster();
-    let name: String = store
-        .heading
+    let name: String = heading
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .collect::<String>()
@@ -252,10 +322,31 @@ fn database_for(store: &Store, suffix: &str) -> Client {
 
 fn purge_matches_the_framework(store: &Store) {
     let recipe = readme_recipe(store.heading);
-    let mut c = database_for(store, "recipe");
+    let mut c = database_for(store.heading, "recipe");
     run_each(&mut c, &recipe.ddl);
-    run_each(&mut c, &recipe.setup);
-    for (i, table) in store.tables.iter().enumerate() {
+    if recipe.setup.contains(APP_ZONE_PLACEHOLDER) {
+        // As written (without psql's \set) the call is refused, never run in a wrong zone.
+        let register = recipe
+            .setup
+            .split(";\n")
+            .find(|s| s.contains(APP_ZONE_PLACEHOLDER))
+            .unwrap_or_default();
+        let error = expect_error(&mut c, register);
+        assert_eq!(error.code, "42601", "{register}: {error:?}");
+    }
+    run_each(&mut c, &with_app_zone(&recipe.setup));
+    purge_keeps_every_valid_session(&mut c, store.heading, store.tables, true);
+}
+
+/// Writes each table's rows as its framework does, purges, and checks that no session the
+/// framework holds valid was deleted; with `all_expired_go`, also that every expired one was.
+fn purge_keeps_every_valid_session(
+    c: &mut Client,
+    heading: &str,
+    tables: &[Table],
+    all_expired_go: bool,
+) {
+    for (i, table) in tables.iter().enumerate() {
         c.batch_execute(&format!(
             "CREATE TEMP VIEW rows AS SELECT o, n FROM unnest({OFFSETS}) WITH ORDINALITY t(o, n);
              {};
@@ -270,54 +361,55 @@ fn purge_matches_the_framework(store: &Store) {
             table.name, table.valid
         ))
         .unwrap_or_else(|e| panic!("{}: {e:?}", table.name));
-        let valid: i64 = scalar(&mut c, &format!("SELECT count(*) FROM valid_{i}"));
-        let total: i64 = scalar(&mut c, &format!("SELECT count(*) FROM {}", table.name));
+        let valid: i64 = scalar(c, &format!("SELECT count(*) FROM valid_{i}"));
+        let total: i64 = scalar(c, &format!("SELECT count(*) FROM {}", table.name));
         assert!(
             valid > 0 && valid < total,
             "{}: both kinds of rows",
             table.name
         );
     }
-    let deleted: i64 = scalar(
-        &mut c,
-        "SELECT sum(deleted)::int8 FROM session_gc.cleanup()",
-    );
-    assert!(deleted > 0, "{}: the purge deleted", store.heading);
-    for (i, table) in store.tables.iter().enumerate() {
+    let deleted: i64 = scalar(c, "SELECT sum(deleted)::int8 FROM session_gc.cleanup()");
+    assert!(deleted > 0, "{heading}: the purge deleted");
+    for (i, table) in tables.iter().enumerate() {
         let deleted_valid: i64 = scalar(
-            &mut c,
+            c,
             &format!(
                 "SELECT count(*) FROM (SELECT r FROM valid_{i} EXCEPT ALL SELECT r::text FROM {} r) gone",
                 table.name
             ),
         );
         assert_eq!(deleted_valid, 0, "{}: no valid session deleted", table.name);
+        if !all_expired_go {
+            continue;
+        }
         let valid: i64 = scalar(
-            &mut c,
+            c,
             &format!("SELECT count(*) FROM {} WHERE {}", table.name, table.valid),
         );
-        let left: i64 = scalar(&mut c, &format!("SELECT count(*) FROM {}", table.name));
+        let left: i64 = scalar(c, &format!("SELECT count(*) FROM {}", table.name));
         assert_eq!(left, valid, "{}: every expired session purged", table.name);
     }
-    if store.heading == "Spring Session JDBC" {
+    if heading == "Spring Session JDBC" {
         let orphans: i64 = scalar(
-            &mut c,
+            c,
             "SELECT count(*) FROM spring_session_attributes a
               WHERE NOT EXISTS (SELECT FROM spring_session s WHERE s.primary_id = a.session_primary_id)",
         );
-        let attributes: i64 = scalar(&mut c, "SELECT count(*) FROM spring_session_attributes");
-        let sessions: i64 = scalar(&mut c, "SELECT count(*) FROM spring_session");
+        let attributes: i64 = scalar(c, "SELECT count(*) FROM spring_session_attributes");
+        let sessions: i64 = scalar(c, "SELECT count(*) FROM spring_session");
         assert_eq!((orphans, attributes), (0, sessions), "attributes cascade");
     }
 }
 
-/// register() with no rule on the store's table: the hint names the store and a call, and
-/// that call registers.
-fn hint_names_a_working_call(store: &Store) {
-    let recipe = readme_recipe(store.heading);
-    let mut c = database_for(store, "hint");
-    run_each(&mut c, &recipe.ddl);
-    for table in store.tables {
+/// register() with no rule on each table: the hint names the store and a call. Run as given
+/// from this session (in a zone the app does not write in), the call is refused where the
+/// hint leaves the zone to the app, and filled in then it registers; either way the purge that
+/// follows deletes no session the framework holds valid.
+fn hint_is_refused_or_harmless(heading: &str, ddl: &str, tables: &[Table]) {
+    let mut c = database_for(heading, "hint");
+    run_each(&mut c, ddl);
+    for table in tables {
         let error = expect_error(
             &mut c,
             &format!("SELECT session_gc.register($${}$$)", table.name),
@@ -330,8 +422,34 @@ fn hint_names_a_working_call(store: &Store) {
             .and_then(|(_, rest)| rest.split_once(");"))
             .map(|(arguments, _)| format!("SELECT session_gc.register({arguments})"))
             .unwrap_or_else(|| panic!("no call in: {hint}"));
-        c.batch_execute(&call)
+        if call.contains(APP_ZONE_PLACEHOLDER) {
+            let error = expect_error(&mut c, &call);
+            assert_eq!(error.code, "42601", "{call}: refused as given: {error:?}");
+            assert!(
+                hint.contains("no zone is guessed"),
+                "the hint says where to read the zone: {hint}"
+            );
+        }
+        c.batch_execute(&with_app_zone(&call))
             .unwrap_or_else(|e| panic!("{call}: {e}"));
+    }
+    purge_keeps_every_valid_session(&mut c, heading, tables, false);
+}
+
+fn hint_of_the_readme_table(store: &Store) {
+    let recipe = readme_recipe(store.heading);
+    hint_is_refused_or_harmless(store.heading, &recipe.ddl, store.tables);
+}
+
+/// The stores whose naive column holds the app's zone, in the shapes no recipe shows.
+#[test]
+fn hints_on_naive_tables_in_the_apps_zone_are_refused_or_harmless() {
+    for variant in NAIVE_VARIANTS {
+        hint_is_refused_or_harmless(
+            variant.name,
+            variant.ddl,
+            std::slice::from_ref(&variant.table),
+        );
     }
 }
 
@@ -344,7 +462,7 @@ macro_rules! recipe_tests {
 
         #[test]
         fn $hint_test() {
-            hint_names_a_working_call(store($heading));
+            hint_of_the_readme_table(store($heading));
         }
     )*};
 }

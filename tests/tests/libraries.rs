@@ -3,8 +3,10 @@
 //! session_gc, registered as the README's recipe says, on the other. The surviving keys must be
 //! identical, and every survivor must still load through the library.
 //!
-//! The libraries are installed at pinned versions by `scripts/libraries.sh` into the directory
-//! `SESSION_GC_LIBRARIES` names (the test command sets it).
+//! The Python and Node.js libraries are installed at pinned versions by `scripts/libraries.sh`
+//! into the directory `SESSION_GC_LIBRARIES` names (the test command sets it); the PHP ones
+//! (Symfony 5.4, Laravel 8.83) are Debian bookworm's packages, which `scripts/setup.sh`
+//! installs outside the trixie root: the test command sets `SESSION_GC_PHP=1` where they are.
 
 use session_gc_integration::{shared_cluster, Cluster};
 use std::path::PathBuf;
@@ -24,6 +26,28 @@ fn script(name: &str) -> String {
 enum Driver {
     Python(&'static str),
     Node(&'static str),
+    /// A Node.js driver with its environment: (file, [(name, value)]).
+    NodeWith(&'static str, &'static [(&'static str, &'static str)]),
+    Php(&'static str),
+}
+
+/// The command of a Node.js driver, with its environment.
+fn node(file: &str, environment: &[(&str, &str)]) -> Command {
+    let mut c = Command::new("node");
+    c.arg(script(file))
+        .env("NODE_PATH", libraries().join("node/node_modules"))
+        .envs(environment.iter().copied());
+    c
+}
+
+/// Whether this run has the PHP libraries (Debian bookworm's packages, outside the trixie root);
+/// says so when it has not.
+fn php_libraries_here() -> bool {
+    let here = std::env::var("SESSION_GC_PHP").is_ok_and(|v| v == "1");
+    if !here {
+        eprintln!("skipped: SESSION_GC_PHP is not 1 (Debian bookworm's PHP packages are outside the trixie root)");
+    }
+    here
 }
 
 impl Driver {
@@ -34,10 +58,11 @@ impl Driver {
                 c.arg(script(file));
                 c
             }
-            Driver::Node(file) => {
-                let mut c = Command::new("node");
-                c.arg(script(file))
-                    .env("NODE_PATH", libraries().join("node/node_modules"));
+            Driver::Node(file) => node(file, &[]),
+            Driver::NodeWith(file, environment) => node(file, environment),
+            Driver::Php(file) => {
+                let mut c = Command::new("php");
+                c.arg(script(file));
                 c
             }
         };
@@ -166,5 +191,72 @@ fn authjs_presenting_every_session_and_session_gc_keep_the_same_sessions() {
         "UTC",
         "SELECT session_gc.register('sessions', expires_column => 'expires')",
         "SELECT \"sessionToken\"::text FROM sessions ORDER BY 1",
+    );
+}
+
+#[test]
+fn symfony_pdo_session_handler_gc_and_session_gc_keep_the_same_sessions() {
+    if !php_libraries_here() {
+        return;
+    }
+    same_survivors(
+        "symfony",
+        Driver::Php("symfony_sessions.php"),
+        "gc",
+        "America/Los_Angeles",
+        "SELECT session_gc.register('sessions', expires_column => 'sess_lifetime', epoch_unit => 's')",
+        "SELECT sess_id::text FROM sessions ORDER BY 1",
+    );
+}
+
+#[test]
+fn laravel_database_session_handler_gc_and_session_gc_keep_the_same_sessions() {
+    if !php_libraries_here() {
+        return;
+    }
+    same_survivors(
+        "laravel",
+        Driver::Php("laravel_sessions.php"),
+        "gc",
+        "America/Los_Angeles",
+        "SELECT session_gc.register('sessions', idle_column => 'last_activity', idle_timeout => '120 minutes', epoch_unit => 's')",
+        "SELECT id::text FROM sessions ORDER BY 1",
+    );
+}
+
+/// Better Auth 1.3.10 makes "expiresAt" a naive timestamp and writes the Node process's local
+/// time into it (here New York, while the database's connections run in Los Angeles): the
+/// recipe passes the process's zone.
+#[test]
+fn better_auth_1_3_10_presenting_every_session_and_session_gc_keep_the_same_sessions() {
+    same_survivors(
+        "better_auth_1_3_10",
+        Driver::NodeWith(
+            "better_auth.mjs",
+            &[("BETTER_AUTH_PACKAGE", "better-auth-1-3-10"), ("TZ", "America/New_York")],
+        ),
+        "present",
+        "America/Los_Angeles",
+        "SELECT session_gc.register('\"session\"', expires_column => 'expiresAt', time_zone => 'America/New_York')",
+        "SELECT token FROM \"session\" ORDER BY 1",
+    );
+}
+
+/// The current Better Auth makes "expiresAt" timestamptz: no zone.
+#[test]
+fn better_auth_current_presenting_every_session_and_session_gc_keep_the_same_sessions() {
+    same_survivors(
+        "better_auth_current",
+        Driver::NodeWith(
+            "better_auth.mjs",
+            &[
+                ("BETTER_AUTH_PACKAGE", "better-auth-current"),
+                ("TZ", "America/New_York"),
+            ],
+        ),
+        "present",
+        "America/Los_Angeles",
+        "SELECT session_gc.register('\"session\"', expires_column => 'expiresAt')",
+        "SELECT token FROM \"session\" ORDER BY 1",
     );
 }

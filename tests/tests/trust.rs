@@ -602,18 +602,42 @@ fn a_naive_column_needs_an_explicit_time_zone() {
         &mut c,
         "SELECT session_gc.register('s', expires_column => 'expires', time_zone => 'UTC')",
     );
+    // How the column is read is its own sentence, not another rule after an "or".
     assert!(
-        answer.contains("expires read as wall-clock time in 'UTC'"),
+        answer.ends_with(
+            "expires < now(). expires holds wall-clock time without a zone, read in 'UTC'"
+        ),
         "{answer}"
     );
+    assert!(!answer.contains(", or"), "{answer}");
     let stored: String = scalar(&mut c, "SELECT time_zone FROM session_gc.policies");
     assert_eq!(stored, "UTC");
-    // A timestamptz column needs none: its values carry their moment.
+    // A timestamptz column needs none: its values carry their moment. None is stored, whatever
+    // the registering session's zone.
     let answer: String = scalar(
         &mut c,
         "SELECT session_gc.register('s', idle_column => 'seen', idle_timeout => '1 hour')",
     );
     assert!(!answer.contains("wall-clock"), "{answer}");
+    let stored: Option<String> = scalar(&mut c, "SELECT time_zone FROM session_gc.policies");
+    assert_eq!(stored, None, "no zone stored where none applies");
+    // Given for no naive column, as epoch_unit for no integer one, time_zone is refused.
+    c.batch_execute("ALTER TABLE s ADD COLUMN ms bigint")
+        .unwrap();
+    for call in [
+        "SELECT session_gc.register('s', idle_column => 'seen', idle_timeout => '1 hour', time_zone => 'UTC')",
+        "SELECT session_gc.register('s', expires_column => 'ms', epoch_unit => 'ms', time_zone => 'UTC')",
+    ] {
+        let error = expect_error(&mut c, call);
+        assert_eq!(error.code, "22023", "{call}: {error:?}");
+        assert!(
+            error.message.contains("time_zone given but no rule column is a timestamp or date"),
+            "{error:?}"
+        );
+        assert!(error.detail.is_some() && error.hint.is_some(), "{error:?}");
+    }
+    let stored: Option<String> = scalar(&mut c, "SELECT time_zone FROM session_gc.policies");
+    assert_eq!(stored, None, "the refused calls changed nothing");
 }
 
 #[test]

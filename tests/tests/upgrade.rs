@@ -12,11 +12,12 @@ use session_gc_integration::{column, count, expect_error, scalar, shared_cluster
 
 /// The releases a database can be updated from, each with the totals columns it has and its
 /// cleanup() signature.
-const PREVIOUS: [(&str, &str, &str); 4] = [
+const PREVIOUS: [(&str, &str, &str); 5] = [
     ("0.1.0", "", OLD_CLEANUP),
     ("0.2.0", ", errors_total", OLD_CLEANUP),
     ("0.3.0", ", errors_total", CLEANUP),
     ("0.4.0", ", errors_total", CLEANUP),
+    ("0.5.0", ", errors_total", CLEANUP),
 ];
 
 /// 'EST' as a fixed offset, a POSIX zone.
@@ -101,6 +102,11 @@ fn update_from_0_3_0_equals_a_fresh_install_and_keeps_the_data() {
 #[test]
 fn update_from_0_4_0_equals_a_fresh_install_and_keeps_the_data() {
     update_from(PREVIOUS[3]);
+}
+
+#[test]
+fn update_from_0_5_0_equals_a_fresh_install_and_keeps_the_data() {
+    update_from(PREVIOUS[4]);
 }
 
 fn update_from((previous, errors_column, old_cleanup): (&str, &str, &str)) {
