@@ -41,7 +41,7 @@ case "$v" in
         deb=$(scripts/package.sh "$v" | tail -1)
         package=postgresql-$v-session-gc
         contents=$(dpkg-deb -c "$deb")
-        dpkg -i "$deb" >/dev/null
+        DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >/dev/null
         # dpkg -L lists only our files: the library, the control file, the scripts, the doc.
         listed=$(dpkg -L "$package" | while read -r path; do [ -d "$path" ] || echo "$path"; done)
         foreign=$(echo "$listed" | grep -v -e "^$("$pg_config" --pkglibdir)/session_gc\.so$" \
@@ -93,7 +93,7 @@ took "integration tests"
 if [ -n "$deb" ]; then
     echo "== PostgreSQL $v: removing the package with dpkg -r"
     for file in $archived; do rm -f "$("$pg_config" --sharedir)/extension/$file"; done
-    dpkg -r "$package" >/dev/null
+    DEBIAN_FRONTEND=noninteractive dpkg -r "$package" >/dev/null
     left=$(echo "$contents" | awk '{print $NF}' | sed 's|^\./|/|' | while read -r path; do
         [ -f "$path" ] && echo "$path"; done || true)
     if [ -n "$left" ] || dpkg-query -W -f='${db:Status-Abbrev}' "$package" 2>/dev/null | grep -q '^ii'; then

@@ -47,9 +47,9 @@ deb_of() { echo "target/debian/postgresql-$1-session-gc_${version}-1_amd64.deb";
 with_package() { # DEB PACKAGE CMD...: CMD with the .deb installed, removed after it
     local deb=$1 package=$2 rc=0
     shift 2
-    dpkg -i "$deb" >/dev/null
+    DEBIAN_FRONTEND=noninteractive dpkg -i "$deb" >/dev/null
     "$@" || rc=$?
-    dpkg -r "$package" >/dev/null
+    DEBIAN_FRONTEND=noninteractive dpkg -r "$package" >/dev/null
     return $rc
 }
 if tested 15 && tested 16; then

@@ -19,8 +19,9 @@ repo=$(cd "$here/.." && pwd)
 ROOT_PACKAGES=(postgresql-17 postgresql-server-dev-17 libclang-dev gcc libc6-dev pkg-config sudo
     ca-certificates python3 python3-venv make libcurl4-openssl-dev liblz4-dev libzstd-dev
     libkrb5-dev libssl-dev libselinux1-dev libxslt1-dev libpam0g-dev libreadline-dev zlib1g-dev
-    libicu-dev tzdata-legacy nodejs npm)
-# nodejs, npm: the real session libraries of the framework tests. tzdata-legacy: trixie moved the zone names PostgreSQL's own builds ship (EST, MST, US/Eastern,
+    libicu-dev tzdata-legacy nodejs npm xz-utils)
+# nodejs, npm: the real session libraries of the framework tests. xz-utils: unpacking the vendored
+# Citus (minbase has no xz, and no recommends are installed). tzdata-legacy: trixie moved the zone names PostgreSQL's own builds ship (EST, MST, US/Eastern,
 # ...) out of tzdata; PostgreSQL 15, 16 and 18 here bundle them, so 17 gets them too.
 
 mirror() {

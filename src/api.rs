@@ -1184,7 +1184,19 @@ impl crate::pass::Transactions for ProcedureTransactions {
     }
 
     fn sleep(&mut self, duration: Duration) {
-        std::thread::sleep(duration);
+        // On the backend's latch, which a cancel or termination sets: the wait ends at once.
+        let timeout =
+            std::ffi::c_long::try_from(duration.as_millis()).unwrap_or(std::ffi::c_long::MAX);
+        // SAFETY: MyLatch is this backend's own latch, set up before any statement runs.
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                timeout,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
         pgrx::check_for_interrupts!();
     }
 }

@@ -27,9 +27,10 @@ pub const CLEANUP_WORKER_NAME: &str = "session_gc cleanup";
 const ERROR_BYTES: usize = 480;
 
 /// The caller's settings the worker purges with, as the caller's own purge would.
-const CARRIED_SETTINGS: [&str; 7] = [
+const CARRIED_SETTINGS: [&str; 8] = [
     "session_gc.batch_size",
     "session_gc.max_replica_lag",
+    "session_gc.max_duty_cycle",
     "session_gc.lock_timeout",
     "session_gc.notify",
     "session_gc.wal_compression",

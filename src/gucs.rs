@@ -1,7 +1,7 @@
 //! Every `session_gc.*` setting: private statics, one typed getter each, one `init()`.
 //! Contexts are chosen on purpose; the README's settings table mirrors them.
 
-use pgrx::{pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+use pgrx::{pg_guard, pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use std::ffi::CString;
 use std::time::Duration;
 
@@ -33,6 +33,15 @@ static INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 static BATCH_DELAY_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
 static MAX_REPLICA_LAG_KB: GucSetting<i32> = GucSetting::<i32>::new(0);
 
+/// Percent of wall time a purge may spend in its batches (per worker or call). 100 by default:
+/// a backlog clears at full speed in batches of a few milliseconds; lower it where the
+/// application's latency matters more than how soon the backlog is gone.
+static MAX_DUTY_CYCLE: GucSetting<i32> = GucSetting::<i32>::new(100);
+
+/// Rows per second all purges of the server may delete together (0: no limit). One budget for
+/// every database, which a per-table or per-database rate cannot give a server of many tenants.
+static MAX_ROWS_PER_SECOND: GucSetting<i32> = GucSetting::<i32>::new(0);
+
 /// Longest pass (s): a huge backlog is worked off over several passes instead of one endless one.
 static MAX_RUNTIME_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 
@@ -42,6 +51,9 @@ static BATCH_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(30_000);
 
 /// Databases the worker may visit (comma-separated); empty means every connectable database.
 static DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// The times of day the worker may purge ('02:00-05:00,22:00-23:00'); empty means always.
+static WINDOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// The role workers connect as; empty means the bootstrap superuser. Purges still run as each
 /// table's owner.
@@ -98,6 +110,17 @@ pub fn max_replica_lag_bytes() -> Option<i64> {
     (kb > 0).then(|| i64::from(kb) * 1024)
 }
 
+/// Percent of wall time a purge may spend in batches, 1 to 100.
+pub fn max_duty_cycle() -> i32 {
+    MAX_DUTY_CYCLE.get().clamp(1, 100)
+}
+
+/// The server's purge budget in rows per second; None: no limit.
+pub fn max_rows_per_second() -> Option<i32> {
+    let rate = MAX_ROWS_PER_SECOND.get();
+    (rate > 0).then_some(rate)
+}
+
 pub fn max_runtime() -> Duration {
     Duration::from_secs(MAX_RUNTIME_S.get().max(1) as u64)
 }
@@ -120,6 +143,41 @@ fn list(setting: &GucSetting<Option<CString>>) -> Vec<String> {
 /// The databases the worker is limited to; empty: no limit.
 pub fn databases() -> Vec<String> {
     list(&DATABASES)
+}
+
+/// The worker's purge windows; empty: always open (the check hook refuses a bad value).
+pub fn window() -> Vec<crate::window::Range> {
+    WINDOW
+        .get()
+        .and_then(|text| crate::window::parse(&text.to_string_lossy()).ok())
+        .unwrap_or_default()
+}
+
+/// Refuses a `session_gc.purge_window` that does not parse, saying why (the old value stays).
+#[pg_guard]
+unsafe extern "C-unwind" fn check_window(
+    newval: *mut *mut std::ffi::c_char,
+    _extra: *mut *mut std::ffi::c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL hands the proposed value, a C string or NULL.
+    let text = unsafe {
+        if newval.is_null() || (*newval).is_null() {
+            return true;
+        }
+        std::ffi::CStr::from_ptr(*newval)
+            .to_string_lossy()
+            .into_owned()
+    };
+    match crate::window::parse(&text) {
+        Ok(_) => true,
+        Err(reason) => {
+            let detail = CString::new(reason).unwrap_or_default();
+            // SAFETY: GUC_check_errdetail: a palloc'd string PostgreSQL reports with the error.
+            unsafe { pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr()) };
+            false
+        }
+    }
 }
 
 pub fn role() -> Option<String> {
@@ -218,6 +276,26 @@ pub fn init() {
         GucFlags::UNIT_KB,
     );
     GucRegistry::define_int_guc(
+        c"session_gc.max_duty_cycle",
+        c"Percent of wall time a purge may spend in its batches; 100: no rest.",
+        c"After a batch of t ms the worker, purge() and cleanup() rest t x (100 - d) / d ms before their next batch, holding no transaction.",
+        &MAX_DUTY_CYCLE,
+        1,
+        100,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"session_gc.max_rows_per_second",
+        c"Rows per second every purge of the server may delete together; 0: no limit.",
+        c"One budget in shared memory for the workers of all databases, purge() and cleanup() (preloaded library only); a batch waits, holding no transaction, while it is spent.",
+        &MAX_ROWS_PER_SECOND,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"session_gc.batch_delay",
         c"Pause after each batch of the worker and of purge().",
         c"Throttles the purge's I/O and WAL in favour of the application.",
@@ -255,6 +333,20 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    // SAFETY: the check hook is guarded.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"session_gc.purge_window",
+            c"Times of day the worker may purge, such as '02:00-05:00'; empty: always.",
+            c"Several ranges separated by commas; a range may pass midnight ('22:00-02:00'). Read in the zone of the worker's connection. cleanup() and purge() are never held back.",
+            &WINDOW,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_window),
+            None,
+            None,
+        );
+    }
     GucRegistry::define_string_guc(
         c"session_gc.role",
         c"Role the workers connect as; empty: the bootstrap superuser.",

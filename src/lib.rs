@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 
 mod api;
 mod background;
+mod budget;
 mod citus;
 mod engine;
 mod error;
@@ -31,6 +32,7 @@ mod sql;
 mod stats;
 mod txn;
 mod types;
+mod window;
 mod worker;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -46,6 +48,9 @@ pub extern "C-unwind" fn _PG_init() {
     let binary_upgrade = unsafe { pg_sys::IsBinaryUpgrade };
     if preloading && !binary_upgrade {
         worker::register_launcher();
+    }
+    if preloading {
+        budget::init_in_shared_memory();
     }
 }
 

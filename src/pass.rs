@@ -98,6 +98,9 @@ enum Turn {
 
 /// Runs one pass. Never raises for a table's failure: those end up in history and the summary.
 pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSummary> {
+    if window_closed(tx, options) {
+        return Ok(PassSummary::default());
+    }
     let relids = match &options.tables {
         Some(tables) => tables.clone(),
         None => tx.run(|| Policy::registered_tables(true))?,
@@ -132,7 +135,20 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
         }
     }
 
+    // The rest the batches so far have earned under session_gc.max_duty_cycle, taken before
+    // the next batch (so a pass's last batch is followed by none).
+    let mut rest_owed = Duration::ZERO;
     while !active.is_empty() {
+        if window_closed(tx, options) {
+            for run in active.drain(..) {
+                let reason = GcError::new(
+                    pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    "the purge window closed (session_gc.purge_window); the rest waits for the next window",
+                );
+                close(tx, run, RunStatus::Partial, Some(reason), &mut summary);
+            }
+            break;
+        }
         let mut still_active = Vec::with_capacity(active.len());
         for mut run in active.drain(..) {
             if tx.stop_requested() {
@@ -173,6 +189,24 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                 tx.pause();
                 continue;
             }
+            if commits_alone && !rest_owed.is_zero() {
+                rest(tx, rest_owed, options.deadline, "session_gc.max_duty_cycle");
+                rest_owed = Duration::ZERO;
+            }
+            // Outside the caller's transaction only, like every wait.
+            let taken = if commits_alone {
+                match wait_for_budget(tx, run.batch_size, options.deadline) {
+                    Some(taken) => taken,
+                    // Stopping or out of time: the next turn closes the run.
+                    None => {
+                        still_active.push(run);
+                        continue;
+                    }
+                }
+            } else {
+                0
+            };
+            let batch_started = Instant::now();
             let turn = tx.run_batch(|| {
                 // Only a batch's own commit may skip the flush, never the caller's transaction.
                 if commits_alone {
@@ -191,6 +225,15 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                     None => Turn::Finished,
                 })
             });
+            rest_owed += duty_cycle_rest(batch_started.elapsed(), gucs::max_duty_cycle());
+            // Rows removed with whole partitions cost little: only deleted rows count.
+            let deleted = match &turn {
+                Ok(Turn::Batch(batch)) if batch.partitions_dropped == 0 => {
+                    batch.deleted_by_rule.iter().sum()
+                }
+                _ => 0,
+            };
+            crate::budget::settle(taken, deleted);
             match turn {
                 Ok(Turn::Batch(batch)) => {
                     run.progress.add(&batch);
@@ -218,6 +261,60 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
         warn_about(&format!("session_gc: could not trim history: {error}"));
     }
     Ok(summary)
+}
+
+/// Whether the worker is outside its purge windows (`session_gc.purge_window`, read again every
+/// round: a reload may change it). Never for `cleanup()` and `purge()`.
+fn window_closed(tx: &mut impl Transactions, options: &PassOptions) -> bool {
+    if options.trigger != Trigger::Worker {
+        return false;
+    }
+    let window = gucs::window();
+    !window.is_empty() && !tx.run(|| crate::window::open_now(&window)).unwrap_or(true)
+}
+
+/// The rest due after a batch that took `spent` when purges may spend `duty_percent` of the
+/// wall time in batches: spent x (100 - d) / d.
+pub fn duty_cycle_rest(spent: Duration, duty_percent: i32) -> Duration {
+    let duty = u32::try_from(duty_percent.clamp(1, 100)).unwrap_or(100);
+    spent * (100 - duty) / duty
+}
+
+/// Rests between batches, holding no transaction, for `owed` (never past the run's deadline),
+/// as `setting` says; a shutdown or cancel ends it early.
+fn rest(tx: &mut impl Transactions, owed: Duration, deadline: Option<Instant>, setting: &str) {
+    let owed = deadline.map_or(owed, |deadline| {
+        owed.min(deadline.saturating_duration_since(Instant::now()))
+    });
+    if owed.is_zero() || tx.stop_requested() {
+        return;
+    }
+    tx.report(&format!(
+        "session_gc: resting {} ms ({setting})",
+        owed.as_millis()
+    ));
+    tx.sleep(owed);
+}
+
+/// Takes the coming batch's rows from the server's budget (`session_gc.max_rows_per_second`),
+/// resting while it is spent. Returns the rows taken; None when the pass must stop or the run's
+/// deadline came first.
+fn wait_for_budget(
+    tx: &mut impl Transactions,
+    batch_size: i64,
+    deadline: Option<Instant>,
+) -> Option<i64> {
+    loop {
+        match crate::budget::take(batch_size) {
+            crate::budget::Turn::Go { taken } => return Some(taken),
+            crate::budget::Turn::Wait(wait) => {
+                if tx.stop_requested() || deadline.is_some_and(|d| Instant::now() >= d) {
+                    return None;
+                }
+                rest(tx, wait, deadline, "session_gc.max_rows_per_second");
+            }
+        }
+    }
 }
 
 /// How often a purge held back by a standby looks again.
@@ -402,4 +499,23 @@ fn record_failure_without_run(
 
 fn warn_about(message: &str) {
     GcError::new(pgrx::PgSqlErrorCode::ERRCODE_WARNING, message).warn();
+}
+
+#[cfg(test)]
+mod duty_cycle_tests {
+    use super::duty_cycle_rest;
+    use std::time::Duration;
+
+    #[test]
+    fn the_rest_leaves_the_purge_its_share_of_the_wall_time() {
+        let batch = Duration::from_millis(10);
+        assert_eq!(duty_cycle_rest(batch, 100), Duration::ZERO);
+        assert_eq!(duty_cycle_rest(batch, 50), Duration::from_millis(10));
+        assert_eq!(duty_cycle_rest(batch, 25), Duration::from_millis(30));
+        assert_eq!(duty_cycle_rest(batch, 10), Duration::from_millis(90));
+        assert_eq!(duty_cycle_rest(batch, 1), Duration::from_millis(990));
+        // Out of range values are clamped as the setting is.
+        assert_eq!(duty_cycle_rest(batch, 0), Duration::from_millis(990));
+        assert_eq!(duty_cycle_rest(batch, 250), Duration::ZERO);
+    }
 }

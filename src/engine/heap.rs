@@ -11,7 +11,9 @@
 //! rows however densely they lie and whatever the planner believes. Nothing in the statement
 //! changes how the queries of the table's triggers and foreign keys are planned. A batch that
 //! meets a row the application holds is redone lock-skipping: the range's next `batch size`
-//! expired rows found first, those not locked deleted by ctid.
+//! expired rows found first, those not locked deleted by ctid. A table with an AFTER ... FOR
+//! EACH STATEMENT trigger on DELETE is always walked that way: a statement stopped at its row
+//! limit never finishes, and never fires its statement-level AFTER triggers.
 
 use super::{
     any_expired_sql, cutoff_args, is_contention, retrying_moved_rows, rule_of_sql, Batch,
@@ -43,6 +45,24 @@ pub struct HeapWalk {
     /// Where the walk ends: the table's size when the run started (rows written later are new).
     end: String,
     done: bool,
+    /// The table has statement-level AFTER DELETE triggers: every batch must be a statement that
+    /// runs to its end, so batches take the lock-skipping path.
+    whole_statements: bool,
+}
+
+/// Whether the table has an enabled statement-level AFTER DELETE trigger (tgtype: not ROW (1),
+/// not BEFORE (2), DELETE (8)).
+fn has_after_statement_delete_triggers(policy: &Policy) -> GcResult<bool> {
+    identity::as_table_owner(policy.owner, || {
+        Ok(sql::one::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_trigger t
+                             WHERE t.tgrelid OPERATOR(pg_catalog.=) $1 AND NOT t.tgisinternal
+                               AND t.tgenabled OPERATOR(pg_catalog.<>) 'D'
+                               AND (t.tgtype::int4 OPERATOR(pg_catalog.&) 11) OPERATOR(pg_catalog.=) 8)",
+            &[policy.relid.into()],
+        )?
+        .unwrap_or(true))
+    })
 }
 
 impl HeapWalk {
@@ -103,6 +123,7 @@ impl HeapWalk {
             after: "(0,0)".into(),
             end: format!("({blocks},0)"),
             done: false,
+            whole_statements: has_after_statement_delete_triggers(policy)?,
         }))
     }
 
@@ -127,6 +148,7 @@ impl HeapWalk {
             after,
             end,
             done: false,
+            whole_statements: has_after_statement_delete_triggers(policy)?,
         })
     }
 
@@ -140,18 +162,29 @@ impl HeapWalk {
             return Ok(None);
         }
         let wait = ROW_LOCK_WAIT_MS.min(crate::gucs::lock_timeout_ms());
-        let step = match txn::in_subtransaction(|| self.delete_in_range(policy, batch_size, wait)) {
-            Ok(step) => step,
-            Err(error) if is_contention(&error) => {
-                retrying_moved_rows(|| self.delete_skipping_locked(policy, batch_size))?
-            }
-            Err(error) => return Err(error),
+        let step = if self.whole_statements {
+            retrying_moved_rows(|| self.delete_skipping_locked(policy, batch_size))?
+        } else {
+            self.fast_or_skipping(policy, batch_size, wait)?
         };
         match step.last_visited {
             Some(last) => self.after = last,
             None => self.done = true,
         }
         Ok(Some(step.batch))
+    }
+
+    /// The fast path, redone lock-skipping when it meets a row the application holds.
+    fn fast_or_skipping(&self, policy: &Policy, batch_size: i64, wait: i32) -> GcResult<Step> {
+        Ok(
+            match txn::in_subtransaction(|| self.delete_in_range(policy, batch_size, wait)) {
+                Ok(step) => step,
+                Err(error) if is_contention(&error) => {
+                    retrying_moved_rows(|| self.delete_skipping_locked(policy, batch_size))?
+                }
+                Err(error) => return Err(error),
+            },
+        )
     }
 
     /// The fast path: one DELETE scanning the range after the last batch in physical order,

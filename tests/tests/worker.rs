@@ -80,8 +80,10 @@ fn purges_on_its_interval_and_a_reload_changes_the_interval() {
     assert_eq!(status.get::<_, String>(2), "01:00:00");
     // A reload to one second is picked up at once: the new database is visited within it.
     reload(&mut admin, &[("session_gc.interval", "1s")]);
+    // The rows go with the last batch; the run is recorded just after it.
     wait_until("the worker purges the expired sessions", DEADLINE, || {
         count(&mut c, "sessions") == 100
+            && count(&mut c, "session_gc.history WHERE status = 'running'") == 0
     });
     let row = c
         .query_one(
@@ -607,6 +609,290 @@ fn the_purge_procedure_commits_each_batch_outside_a_transaction_block() {
         expect_error(&mut c, "CALL session_gc.purge(batch_size => 0)").code,
         "22023"
     );
+}
+
+/// Two more passes of this database's worker than now: the later one started after whatever
+/// was changed before this call.
+fn wait_for_two_passes(client: &mut Client) {
+    let passes: i64 = scalar(
+        client,
+        "SELECT coalesce(max(passes), 0) FROM session_gc.worker_state",
+    );
+    wait_until("two more passes", DEADLINE, || {
+        scalar::<i64>(
+            client,
+            "SELECT coalesce(max(passes), 0) FROM session_gc.worker_state",
+        ) >= passes + 2
+    });
+}
+
+/// session_gc.purge_window: outside its ranges the worker's passes go on but leave the tables alone;
+/// inside, it purges; cleanup() purges outside it; a bad value is refused with the reason.
+#[test]
+fn the_worker_purges_only_inside_its_window() {
+    let cluster = Cluster::start("w_window", &[PRELOAD, "session_gc.interval = 1"]);
+    let mut admin = cluster.connect("postgres");
+    let db = cluster.fresh_db("w_window");
+    let mut c = cluster.connect(&db);
+    // Ranges around the worker's clock now (its zone is the server's), five minutes from the
+    // edges: one that closed, one that is open.
+    let now: i32 = scalar(
+        &mut c,
+        "SELECT (date_part('hour', x) * 60 + date_part('minute', x))::int4
+           FROM (SELECT (now() AT TIME ZONE (SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'))::time AS x) t",
+    );
+    let at = |minute: i32| {
+        let minute = minute.rem_euclid(24 * 60);
+        format!("{:02}:{:02}", minute / 60, minute % 60)
+    };
+    let closed = format!(
+        "{}-{}, {}-{}",
+        at(now - 125),
+        at(now - 5),
+        at(now + 5),
+        at(now + 30)
+    );
+    let open = format!("{}-{}", at(now - 5), at(now + 120));
+    reload(&mut admin, &[("session_gc.purge_window", &closed)]);
+    wait_for_two_passes(&mut c);
+    sessions_table(&mut c, "sessions", 800, 8);
+    wait_for_two_passes(&mut c);
+    assert_eq!(
+        count(&mut c, "sessions"),
+        808,
+        "outside the window: untouched"
+    );
+    assert_eq!(count(&mut c, "session_gc.history"), 0);
+    reload(&mut admin, &[("session_gc.purge_window", &open)]);
+    wait_until("the worker purges inside the window", DEADLINE, || {
+        count(&mut c, "sessions") == 8
+    });
+    // Closed again: the worker leaves new expiries, cleanup() purges them all the same.
+    reload(&mut admin, &[("session_gc.purge_window", &closed)]);
+    wait_for_two_passes(&mut c);
+    c.batch_execute("INSERT INTO sessions (expires) SELECT now() - interval '1 hour' FROM generate_series(1, 300)")
+        .unwrap();
+    wait_for_two_passes(&mut c);
+    assert_eq!(count(&mut c, "sessions"), 308);
+    assert_eq!(
+        scalar::<i64>(&mut c, "SELECT deleted FROM session_gc.cleanup('sessions')"),
+        300
+    );
+    // A value that does not parse is refused, with why; the old one stays.
+    for bad in ["02:00", "02:00-25:00", "03:00-03:00"] {
+        let error = expect_error(
+            &mut admin,
+            &format!("ALTER SYSTEM SET session_gc.purge_window = '{bad}'"),
+        );
+        assert_eq!(error.code, "22023", "{bad}: {error:?}");
+        assert!(error.detail.is_some(), "{bad}: {error:?}");
+    }
+}
+
+/// session_gc.max_rows_per_second is one budget for the whole server: three databases purged
+/// at once by their own workers delete at that rate in total, not each.
+#[test]
+fn one_budget_holds_the_total_rate_of_every_database() {
+    const RATE: f64 = 2000.0;
+    let cluster = Cluster::start(
+        "w_budget",
+        &[
+            PRELOAD,
+            "session_gc.interval = 1",
+            "session_gc.enabled = off",
+            "session_gc.max_rows_per_second = 2000",
+        ],
+    );
+    let mut admin = cluster.connect("postgres");
+    let mut clients: Vec<Client> = ["w_budget_a", "w_budget_b", "w_budget_c"]
+        .iter()
+        .map(|name| {
+            let db = cluster.fresh_db(name);
+            let mut c = cluster.connect(&db);
+            sessions_table(&mut c, "sessions", 6000, 5);
+            c
+        })
+        .collect();
+    reload(&mut admin, &[("session_gc.enabled", "on")]);
+    for c in &mut clients {
+        wait_until(
+            "every database is purged and its run recorded",
+            DEADLINE,
+            || {
+                count(c, "sessions") == 5
+                    && count(c, "session_gc.history WHERE status = 'running'") == 0
+            },
+        );
+    }
+    // Each database's runs: rows deleted, first start and last end (epoch seconds).
+    let runs: Vec<(i64, f64, f64)> = clients
+        .iter_mut()
+        .map(|c| {
+            let row = c
+                .query_one(
+                    "SELECT sum(deleted)::int8, extract(epoch FROM min(started_at))::float8,
+                            extract(epoch FROM max(finished_at))::float8
+                       FROM session_gc.history WHERE trigger = 'worker'",
+                    &[],
+                )
+                .unwrap();
+            (row.get(0), row.get(1), row.get(2))
+        })
+        .collect();
+    let deleted: i64 = runs.iter().map(|r| r.0).sum();
+    assert_eq!(deleted, 18_000);
+    let first_start = runs.iter().map(|r| r.1).fold(f64::INFINITY, f64::min);
+    let last_start = runs.iter().map(|r| r.1).fold(0.0, f64::max);
+    let first_end = runs.iter().map(|r| r.2).fold(f64::INFINITY, f64::min);
+    let last_end = runs.iter().map(|r| r.2).fold(0.0, f64::max);
+    assert!(
+        last_start < first_end,
+        "the three purges ran at the same time: {runs:?}"
+    );
+    let rate = deleted as f64 / (last_end - first_start);
+    assert!(
+        (RATE * 0.9..=RATE * 1.1).contains(&rate),
+        "{rate:.0} rows/s in total against a budget of {RATE}: {runs:?}"
+    );
+}
+
+/// A statement-level AFTER DELETE trigger (here with a transition table, as audit and CDC
+/// triggers have) fires for every batch, each seeing the rows its batch deleted: a statement
+/// stopped at its row limit never fires them, so such a table's heap walk runs every batch as
+/// a statement that runs to its end.
+#[test]
+fn statement_triggers_fire_for_every_batch() {
+    let cluster = Cluster::start("w_statement_triggers", &[]);
+    let db = cluster.fresh_db("w_statement_triggers");
+    let mut c = cluster.connect(&db);
+    sessions_table(&mut c, "sessions", 2500, 10);
+    c.batch_execute(
+        "CREATE TABLE batches (xid xid8, deleted int8);
+         CREATE FUNCTION note_batch() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN INSERT INTO public.batches SELECT pg_catalog.pg_current_xact_id(), count(*) FROM gone; RETURN NULL; END $$;
+         CREATE TRIGGER note_batch AFTER DELETE ON sessions REFERENCING OLD TABLE AS gone
+             FOR EACH STATEMENT EXECUTE FUNCTION note_batch();",
+    )
+    .unwrap();
+    c.batch_execute("CALL session_gc.purge(batch_size => 500)")
+        .unwrap();
+    assert_eq!(count(&mut c, "sessions"), 10);
+    let (noted, batches): (i64, i64) = {
+        let row = c
+            .query_one(
+                "SELECT coalesce(sum(deleted), 0)::int8, count(DISTINCT xid) FROM batches",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(noted, 2500, "every deleted row seen by a statement trigger");
+    assert!(batches >= 5, "one firing per batch transaction: {batches}");
+}
+
+/// How long a statement takes, from this client.
+fn timed(client: &mut Client, sql: &str) -> Duration {
+    let started = Instant::now();
+    client
+        .batch_execute(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    started.elapsed()
+}
+
+/// session_gc.max_duty_cycle: after a batch of t ms a purge rests t x (100 - d) / d ms before
+/// its next batch, outside any transaction, in purge() and in cleanup()'s worker; inside the
+/// caller's transaction it never rests (it would hold the caller's locks); a cancel ends a
+/// rest at once.
+#[test]
+fn the_duty_cycle_rests_between_batches_and_a_cancel_ends_the_rest() {
+    let cluster = Cluster::start("w_duty", &[]);
+    let db = cluster.fresh_db("w_duty");
+    let mut c = cluster.connect(&db);
+    // Every batch's DELETE takes at least 40 ms: five batches of 500 rows take 200 ms or more.
+    c.batch_execute(
+        "CREATE FUNCTION slow_batch() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_catalog.pg_sleep(0.04); RETURN NULL; END $$;",
+    )
+    .unwrap();
+    let refill = "INSERT INTO sessions (expires) SELECT now() - interval '1 minute' FROM generate_series(1, 2500)";
+    sessions_table(&mut c, "sessions", 2500, 10);
+    c.batch_execute(
+        "CREATE TRIGGER slow_batch AFTER DELETE ON sessions FOR EACH STATEMENT EXECUTE FUNCTION slow_batch()",
+    )
+    .unwrap();
+    let full_speed = timed(&mut c, "CALL session_gc.purge(batch_size => 500)");
+    assert_eq!(count(&mut c, "sessions"), 10);
+    // At 20% each batch earns four times its time in rest: four rests of at least 160 ms
+    // before the second to fifth batches.
+    c.batch_execute(refill).unwrap();
+    // (SET apart: statements sent together run in one implicit transaction, where CALL
+    // cannot commit its batches and so never rests.)
+    c.batch_execute("SET session_gc.max_duty_cycle = 20")
+        .unwrap();
+    let at_20 = timed(&mut c, "CALL session_gc.purge(batch_size => 500)");
+    assert_eq!(count(&mut c, "sessions"), 10);
+    assert!(
+        at_20 >= Duration::from_millis(840) && at_20 > full_speed * 2,
+        "purge() at 20%: {at_20:?}, at 100%: {full_speed:?}"
+    );
+    assert!(
+        at_20 < full_speed * 6 + Duration::from_secs(1),
+        "no more rest than earned: {at_20:?} against {full_speed:?} at full speed"
+    );
+    // cleanup() carries the caller's setting to its worker.
+    c.batch_execute(refill).unwrap();
+    let cleanup_at_20 = timed(
+        &mut c,
+        "SELECT * FROM session_gc.cleanup(batch_size => 500)",
+    );
+    assert_eq!(count(&mut c, "sessions"), 10);
+    assert!(
+        cleanup_at_20 >= Duration::from_millis(840),
+        "cleanup() at 20%: {cleanup_at_20:?}"
+    );
+    // Inside the caller's transaction: no rest.
+    c.batch_execute(refill).unwrap();
+    let in_transaction = timed(
+        &mut c,
+        "BEGIN; CALL session_gc.purge('sessions', batch_size => 500); COMMIT;",
+    );
+    assert!(
+        in_transaction < Duration::from_millis(840),
+        "in a transaction block: {in_transaction:?}"
+    );
+    c.batch_execute("RESET session_gc.max_duty_cycle").unwrap();
+
+    // At 1% a 40 ms batch earns about 4 s of rest; a cancel during it ends the call at once.
+    c.batch_execute(refill).unwrap();
+    let pid: i32 = scalar(&mut c, "SELECT pg_backend_pid()");
+    let mut watcher = cluster.connect(&db);
+    let purging = std::thread::spawn({
+        let mut purger = c;
+        move || {
+            purger
+                .batch_execute("SET session_gc.max_duty_cycle = 1")
+                .unwrap();
+            purger
+                .batch_execute("CALL session_gc.purge(batch_size => 500)")
+                .err()
+                .and_then(|e| e.as_db_error().map(|e| e.code().code().to_string()))
+        }
+    });
+    wait_until("the first batch committed", DEADLINE, || {
+        count(&mut watcher, "sessions") < 2510
+    });
+    let cancelled_at = Instant::now();
+    watcher
+        .batch_execute(&format!("SELECT pg_cancel_backend({pid})"))
+        .unwrap();
+    let code = purging.join().expect("the purging thread");
+    assert_eq!(code.as_deref(), Some("57014"), "cancelled");
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(2),
+        "the rest ended at the cancel: {:?}",
+        cancelled_at.elapsed()
+    );
+    assert!(count(&mut watcher, "sessions") > 10, "stopped mid-purge");
 }
 
 #[test]
