@@ -4,7 +4,8 @@
 # a naive and an epoch table, a purge's history and totals, and rows expired since; pg_upgrade
 # to NEW, which has the same session_gc installed; then the policies, history and totals are
 # there and cleanup() purges exactly the rows expired before, keeping every live one.
-# Called by scripts/test.sh (16 -> 17 inside the trixie root, which borrows 16's install).
+# Called by scripts/test.sh: 16 -> 18, and 16 -> 17 inside the trixie root (which borrows 16's
+# install).
 # The extension must be installed into both majors (the test command has done it).
 # Usage: scripts/test-pg-upgrade.sh OLD NEW
 set -euo pipefail
@@ -28,7 +29,8 @@ cleanup_dir() { stop_all; rm -rf "$dir"; }
 trap cleanup_dir EXIT
 
 make_cluster() { # BIN DATA
-    as_pg "$1/initdb" -D "$2" -A trust -U postgres -E UTF8 --locale=C --no-sync >/dev/null
+    # Checksums on both: 18 makes them by default, and pg_upgrade needs the two to agree.
+    as_pg "$1/initdb" -D "$2" -A trust -U postgres -E UTF8 --locale=C --data-checksums --no-sync >/dev/null
     cat >>"$2/postgresql.conf" <<CONF
 shared_preload_libraries = 'session_gc'
 session_gc.enabled = off
@@ -43,10 +45,15 @@ psql_in() { "$1/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postg
 kept_state() {
     psql_in "$1" -c "SELECT table_name::text, expires_column, epoch_unit, time_zone, policy_name
                        FROM session_gc.policies ORDER BY 1, 5" \
-        -c "SELECT table_name, trigger, status, deleted FROM session_gc.history ORDER BY run_id" \
+        -c "SELECT table_name, trigger, status, deleted FROM session_gc.history ORDER BY id" \
         -c "SELECT table_name::text, runs, deleted_total FROM session_gc.totals ORDER BY 1"
 }
-fail() { echo "pg_upgrade $old -> $new: $*" >&2; cat "$dir"/*.log >&2 2>/dev/null || true; exit 1; }
+fail() {
+    echo "pg_upgrade $old -> $new: $*" >&2
+    cat "$dir"/*.log >&2 2>/dev/null || true
+    find "$dir/new" -path '*pg_upgrade_output.d*' -name '*.log' -exec tail -n 20 {} + >&2 2>/dev/null || true
+    exit 1
+}
 
 make_cluster "$old_bin" "$dir/old"
 start "$old_bin" "$dir/old"
