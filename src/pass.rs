@@ -189,9 +189,12 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                 tx.pause();
                 continue;
             }
-            if commits_alone && !rest_owed.is_zero() {
-                rest(tx, rest_owed, options.deadline, "session_gc.max_duty_cycle");
-                rest_owed = Duration::ZERO;
+            if commits_alone {
+                // Waits count whole milliseconds (a latch's timeout): the rest of a millisecond
+                // stays owed, or batches under a millisecond would never rest at all.
+                let (payable, carried) = whole_milliseconds(rest_owed);
+                rest(tx, payable, options.deadline, "session_gc.max_duty_cycle");
+                rest_owed = carried;
             }
             // Outside the caller's transaction only, like every wait.
             let taken = if commits_alone {
@@ -278,6 +281,12 @@ fn window_closed(tx: &mut impl Transactions, options: &PassOptions) -> bool {
 pub fn duty_cycle_rest(spent: Duration, duty_percent: i32) -> Duration {
     let duty = u32::try_from(duty_percent.clamp(1, 100)).unwrap_or(100);
     spent * (100 - duty) / duty
+}
+
+/// `owed` as the whole milliseconds a wait can take now, and the rest of a millisecond.
+pub fn whole_milliseconds(owed: Duration) -> (Duration, Duration) {
+    let whole = Duration::from_millis(u64::try_from(owed.as_millis()).unwrap_or(u64::MAX));
+    (whole, owed.saturating_sub(whole))
 }
 
 /// Rests between batches, holding no transaction, for `owed` (never past the run's deadline),
@@ -503,7 +512,7 @@ fn warn_about(message: &str) {
 
 #[cfg(test)]
 mod duty_cycle_tests {
-    use super::duty_cycle_rest;
+    use super::{duty_cycle_rest, whole_milliseconds};
     use std::time::Duration;
 
     #[test]
@@ -517,5 +526,21 @@ mod duty_cycle_tests {
         // Out of range values are clamped as the setting is.
         assert_eq!(duty_cycle_rest(batch, 0), Duration::from_millis(990));
         assert_eq!(duty_cycle_rest(batch, 250), Duration::ZERO);
+    }
+
+    /// Batches of 0.65 ms at 50% owe 0.65 ms each: paid once a whole millisecond is owed, the
+    /// fraction carried (a latch waits whole milliseconds; 0.65 ms would be no wait at all).
+    #[test]
+    fn fractions_of_a_millisecond_are_carried_not_dropped() {
+        let owed = Duration::from_micros(650);
+        assert_eq!(whole_milliseconds(owed), (Duration::ZERO, owed));
+        assert_eq!(
+            whole_milliseconds(owed * 2),
+            (Duration::from_millis(1), Duration::from_micros(300))
+        );
+        assert_eq!(
+            whole_milliseconds(Duration::from_millis(5)),
+            (Duration::from_millis(5), Duration::ZERO)
+        );
     }
 }
