@@ -8,7 +8,8 @@
 # Depends: postgresql-NN and the glibc the library was linked against. Built from the tree
 # `cargo pgrx package` makes. For Debian's (and PGDG's) servers: 15 here, 17 inside the trixie
 # root; 16 and 18 are relocatable installs here, which take the tree itself (README, Install).
-# Usage: scripts/package.sh [15|17 ...]   (default: 15 and 17); prints each package's path last.
+# Usage: scripts/package.sh [15|17 ...]   (default: 15 and 17); prints each package's path
+# (relative to the source tree) last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/majors.sh
@@ -94,5 +95,6 @@ CONTROL
     dpkg-deb --root-owner-group -Zxz --build "$staging" "$deb" >/dev/null
     rm -rf "$staging"
     trap - EXIT
-    echo "$deb"
+    # Relative to the source tree, which is the same inside the trixie root and outside.
+    echo "target/debian/$(basename "$deb")"
 done

@@ -11,9 +11,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/majors.sh"
 
-for_tests=0
-if [ "${1:-}" = --tests ]; then for_tests=1; shift; fi
-majors=("$@")
+for_tests=0 majors=()
+for argument in "$@"; do
+    if [ "$argument" = --tests ]; then for_tests=1; else majors+=("$argument"); fi
+done
 [ ${#majors[@]} -gt 0 ] || majors=("${SUPPORTED_MAJORS[@]}")
 for v in "${majors[@]}"; do
     supported_major "$v" || { echo "unsupported PostgreSQL major: $v (15, 16, 17 or 18)" >&2; exit 2; }

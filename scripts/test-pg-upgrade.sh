@@ -19,7 +19,6 @@ echo "== pg_upgrade from PostgreSQL $old to $new with session_gc"
 
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 dir=$(mktemp -d "/tmp/session_gc-pg-upgrade-$old-$new.XXXXXX")
-chown postgres "$dir"
 port=${SESSION_GC_UPGRADE_PORT:-54339}
 stop_all() {
     as_pg "$old_bin/pg_ctl" -D "$dir/old" -m fast -w stop >/dev/null 2>&1 || true
@@ -27,6 +26,7 @@ stop_all() {
 }
 cleanup_dir() { stop_all; rm -rf "$dir"; }
 trap cleanup_dir EXIT
+if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
 
 make_cluster() { # BIN DATA
     # Checksums on both: 18 makes them by default, and pg_upgrade needs the two to agree.

@@ -45,6 +45,7 @@ done
 # pg_attver option on every column, which no other server accepts, so pg_upgrade from it fails
 # for any cluster, a bare table's too.
 tested() { local v; for v in "${versions[@]}"; do [ "$v" = "$1" ] && return 0; done; return 1; }
+step_started=$SECONDS
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 deb_of() { echo "target/debian/postgresql-$1-session-gc_${version}-1_amd64.deb"; }
 with_package() { # DEB PACKAGE CMD...: CMD with the .deb installed, removed after it

@@ -1178,26 +1178,35 @@ impl crate::pass::Transactions for ProcedureTransactions {
         let delay = gucs::batch_delay();
         if !delay.is_zero() && self.commit_each_batch {
             // Only sleep outside a transaction: inside one, locks would be held while waiting.
-            std::thread::sleep(delay);
+            self.sleep(delay);
         }
         pgrx::check_for_interrupts!();
     }
 
     fn sleep(&mut self, duration: Duration) {
         // On the backend's latch, which a cancel or termination sets: the wait ends at once.
-        let timeout =
-            std::ffi::c_long::try_from(duration.as_millis()).unwrap_or(std::ffi::c_long::MAX);
-        // SAFETY: MyLatch is this backend's own latch, set up before any statement runs.
-        unsafe {
-            pg_sys::WaitLatch(
-                pg_sys::MyLatch,
-                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                timeout,
-                pg_sys::PG_WAIT_EXTENSION,
-            );
-            pg_sys::ResetLatch(pg_sys::MyLatch);
+        // Other wake-ups (a notification, catch-up) go back to waiting until the end.
+        let until = std::time::Instant::now() + duration;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let timeout = std::ffi::c_long::try_from(left.as_millis().max(1))
+                .unwrap_or(std::ffi::c_long::MAX);
+            // SAFETY: MyLatch is this backend's own latch, set up before any statement runs.
+            unsafe {
+                pg_sys::WaitLatch(
+                    pg_sys::MyLatch,
+                    (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH)
+                        as i32,
+                    timeout,
+                    pg_sys::PG_WAIT_EXTENSION,
+                );
+                pg_sys::ResetLatch(pg_sys::MyLatch);
+            }
+            pgrx::check_for_interrupts!();
         }
-        pgrx::check_for_interrupts!();
     }
 }
 

@@ -65,32 +65,69 @@ fn fill(bucket: &mut Bucket, rate: f64) {
     bucket.filled_at_us = now;
 }
 
+/// Rows a batch took from the budget before it ran. Settled with what it deleted; dropped
+/// unsettled (the batch failed or was cancelled, its deletes rolled back) it gives them all back.
+pub struct Reservation {
+    taken: i64,
+}
+
+impl Reservation {
+    /// Nothing taken: a batch that may not wait (inside the caller's transaction) is charged
+    /// what it deleted afterwards.
+    pub fn none() -> Self {
+        Reservation { taken: 0 }
+    }
+
+    pub fn settle(mut self, deleted: i64) {
+        settle(self.taken, deleted);
+        self.taken = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.taken > 0 {
+            settle(self.taken, 0);
+        }
+    }
+}
+
 /// What the budget says to a batch about to run.
 pub enum Turn {
-    /// Run; `taken` rows were taken from the budget (0 when there is none).
-    Go { taken: i64 },
-    /// The budget is spent: wait this long, then ask again (nothing was taken).
+    /// Run, with the rows taken.
+    Go(Reservation),
+    /// The budget is spent: wait this long (at most a tenth of a second, so that rows given
+    /// back meanwhile are seen), then ask again. Nothing was taken.
     Wait(Duration),
 }
+
+/// The longest single wait: rows other batches give back are seen within it.
+const LONGEST_WAIT: Duration = Duration::from_millis(100);
 
 /// Takes `rows` for a batch about to run, or says how long to wait for them.
 pub fn take(rows: i64) -> Turn {
     let Some(rate) = rate() else {
-        return Turn::Go { taken: 0 };
+        return Turn::Go(Reservation::none());
     };
     let mut bucket = BUCKET.exclusive();
     fill(&mut bucket, rate);
     if bucket.tokens < 0.0 {
-        return Turn::Wait(Duration::from_secs_f64(-bucket.tokens / rate));
+        let owed = Duration::from_secs_f64(-bucket.tokens / rate).min(LONGEST_WAIT);
+        // Whole milliseconds, rounded up: a latch waits no less than one.
+        let millis = u64::try_from(owed.as_millis()).unwrap_or(0) + 1;
+        return Turn::Wait(Duration::from_millis(millis));
     }
     bucket.tokens -= rows as f64;
-    Turn::Go { taken: rows }
+    Turn::Go(Reservation { taken: rows })
 }
 
-/// Settles a batch that took `taken` rows and deleted `deleted`: gives back what it did not
-/// use, or takes what it used beyond (a Citus round).
-pub fn settle(taken: i64, deleted: i64) {
-    if taken == 0 || taken == deleted || !IN_SHARED_MEMORY.load(Ordering::Relaxed) {
+/// Gives back what a batch took and did not delete, or takes what it deleted beyond (a Citus
+/// round; a batch that took nothing).
+fn settle(taken: i64, deleted: i64) {
+    if taken == deleted || !IN_SHARED_MEMORY.load(Ordering::Relaxed) {
+        return;
+    }
+    if taken == 0 && rate().is_none() {
         return;
     }
     let mut bucket = BUCKET.exclusive();

@@ -101,14 +101,18 @@ const STORES: &[Store] = &[
     Store {
         name: "Auth.js / NextAuth (pg or Prisma adapter)",
         columns: &["expires", "sessionToken", "userId"],
-        time_column: TimeColumn::LibraryWritesUtc,
+        time_column: TimeColumn::AppZone {
+            where_to_read_it: "'UTC' with the Prisma adapter (Prisma writes UTC); with the pg adapter or another node-postgres one, the Node.js process's zone",
+        },
         arguments: "expires_column => 'expires'",
-        note: "Auth.js deletes an expired session only when it is presented; the Prisma adapter writes UTC.",
+        note: "Auth.js deletes an expired session only when it is presented.",
     },
     Store {
         name: "Auth.js / NextAuth verification tokens (pg or Prisma adapter)",
         columns: &["expires", "identifier", "token"],
-        time_column: TimeColumn::LibraryWritesUtc,
+        time_column: TimeColumn::AppZone {
+            where_to_read_it: "'UTC' with the Prisma adapter (Prisma writes UTC); with the pg adapter or another node-postgres one, the Node.js process's zone",
+        },
         arguments: "expires_column => 'expires'",
         note: "Auth.js deletes a verification token only when it is used.",
     },

@@ -282,7 +282,9 @@ pub fn init() {
         &MAX_DUTY_CYCLE,
         1,
         100,
-        GucContext::Userset,
+        // A database owner must not lift the DBA's budget for the worker in its database
+        // (ALTER DATABASE ... SET applies to the worker's connection).
+        GucContext::Suset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
@@ -338,7 +340,7 @@ pub fn init() {
         GucRegistry::define_string_guc_with_hooks(
             c"session_gc.purge_window",
             c"Times of day the worker may purge, such as '02:00-05:00'; empty: always.",
-            c"Several ranges separated by commas; a range may pass midnight ('22:00-02:00'). Read in the zone of the worker's connection. cleanup() and purge() are never held back.",
+            c"Several ranges separated by commas; a range may pass midnight ('22:00-02:00'). Read in the server's log_timezone, which no database or role can set. cleanup() and purge() are never held back.",
             &WINDOW,
             GucContext::Sighup,
             GucFlags::default(),

@@ -139,16 +139,6 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
     // the next batch (so a pass's last batch is followed by none).
     let mut rest_owed = Duration::ZERO;
     while !active.is_empty() {
-        if window_closed(tx, options) {
-            for run in active.drain(..) {
-                let reason = GcError::new(
-                    pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    "the purge window closed (session_gc.purge_window); the rest waits for the next window",
-                );
-                close(tx, run, RunStatus::Partial, Some(reason), &mut summary);
-            }
-            break;
-        }
         let mut still_active = Vec::with_capacity(active.len());
         for mut run in active.drain(..) {
             if tx.stop_requested() {
@@ -197,9 +187,9 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                 rest_owed = carried;
             }
             // Outside the caller's transaction only, like every wait.
-            let taken = if commits_alone {
+            let reservation = if commits_alone {
                 match wait_for_budget(tx, run.batch_size, options.deadline) {
-                    Some(taken) => taken,
+                    Some(reservation) => reservation,
                     // Stopping or out of time: the next turn closes the run.
                     None => {
                         still_active.push(run);
@@ -207,8 +197,27 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                     }
                 }
             } else {
-                0
+                crate::budget::Reservation::none()
             };
+            // A shutdown, a cancel or the deadline may have come during the waits: the next
+            // turn ends the run (the reservation goes back unused).
+            if tx.stop_requested()
+                || options
+                    .deadline
+                    .is_some_and(|deadline| Instant::now() >= deadline)
+            {
+                still_active.push(run);
+                continue;
+            }
+            // So may the purge window's end, checked before every batch.
+            if window_closed(tx, options) {
+                let reason = GcError::new(
+                    pgrx::PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    "the purge window closed (session_gc.purge_window); the rest waits for the next window",
+                );
+                close(tx, run, RunStatus::Partial, Some(reason), &mut summary);
+                continue;
+            }
             let batch_started = Instant::now();
             let turn = tx.run_batch(|| {
                 // Only a batch's own commit may skip the flush, never the caller's transaction.
@@ -236,7 +245,7 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                 }
                 _ => 0,
             };
-            crate::budget::settle(taken, deleted);
+            reservation.settle(deleted);
             match turn {
                 Ok(Turn::Batch(batch)) => {
                     run.progress.add(&batch);
@@ -273,6 +282,7 @@ fn window_closed(tx: &mut impl Transactions, options: &PassOptions) -> bool {
         return false;
     }
     let window = gucs::window();
+    // A failed look (it never should) purges rather than lets sessions pile up.
     !window.is_empty() && !tx.run(|| crate::window::open_now(&window)).unwrap_or(true)
 }
 
@@ -306,16 +316,16 @@ fn rest(tx: &mut impl Transactions, owed: Duration, deadline: Option<Instant>, s
 }
 
 /// Takes the coming batch's rows from the server's budget (`session_gc.max_rows_per_second`),
-/// resting while it is spent. Returns the rows taken; None when the pass must stop or the run's
+/// resting while it is spent. Returns what was taken; None when the pass must stop or the run's
 /// deadline came first.
 fn wait_for_budget(
     tx: &mut impl Transactions,
     batch_size: i64,
     deadline: Option<Instant>,
-) -> Option<i64> {
+) -> Option<crate::budget::Reservation> {
     loop {
         match crate::budget::take(batch_size) {
-            crate::budget::Turn::Go { taken } => return Some(taken),
+            crate::budget::Turn::Go(reservation) => return Some(reservation),
             crate::budget::Turn::Wait(wait) => {
                 if tx.stop_requested() || deadline.is_some_and(|d| Instant::now() >= d) {
                     return None;

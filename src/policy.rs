@@ -340,7 +340,8 @@ pub struct Policy {
 #[derive(Debug, Clone)]
 pub struct ShippedSpec {
     pub spec: RuleSpec,
-    pub time_zone: String,
+    /// None where the policy stored none (no naive rule column when it was registered).
+    pub time_zone: Option<String>,
     pub rendered_filter: Option<String>,
 }
 
@@ -970,7 +971,7 @@ impl Policy {
                 &info,
                 &row.name,
                 &row.spec,
-                &row.time_zone,
+                row.time_zone.as_deref(),
                 row.batch_size,
                 several,
             )?;
@@ -1001,7 +1002,7 @@ impl Policy {
         info: &TableInfo,
         name: &str,
         spec: &RuleSpec,
-        time_zone: &str,
+        stored_zone: Option<&str>,
         batch_size: Option<i32>,
         several: bool,
     ) -> GcResult<()> {
@@ -1016,6 +1017,33 @@ impl Policy {
                 "The table was altered after registration: call session_gc.register() again or unregister it.",
             )
         })?;
+        // Stored without a zone, the policy had no naive column then: one retyped since (an ORM
+        // migration to timestamp) would be read in a zone nobody chose, which can delete live
+        // sessions.
+        let naive: Vec<String> = resolved
+            .rules
+            .iter()
+            .filter(|rule| rule.column_kind.is_naive())
+            .map(|rule| rule.quoted_column())
+            .collect();
+        let Some(time_zone) = stored_zone.or(naive.is_empty().then_some("UTC")) else {
+            return Err(GcError::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "the policy {} of {} has no time_zone for its naive column {}",
+                    quote_literal(name),
+                    info.display_name,
+                    naive.join(", ")
+                ),
+            )
+            .detail(
+                "The column was a timestamptz or epoch column when the policy was registered \
+                 and has been retyped since; nothing is read in a zone nobody chose.",
+            )
+            .hint(
+                "The table was altered after registration: call session_gc.register() again with the time_zone the application writes in.",
+            ));
+        };
         let resolved = resolved.in_zone(time_zone);
         if let Strategy::DropPartitions { key_rule } = resolved.strategy {
             if several {
@@ -1043,7 +1071,7 @@ impl Policy {
         self.rules.extend(resolved.rules);
         self.specs.push(ShippedSpec {
             spec: spec.clone(),
-            time_zone: time_zone.to_string(),
+            time_zone: stored_zone.map(str::to_string),
             rendered_filter,
         });
         Ok(())
@@ -1140,7 +1168,7 @@ impl Policy {
                 row_filter: text("row_filter")?,
                 ..RuleSpec::default()
             };
-            let time_zone = text("time_zone")?.unwrap_or_else(|| "UTC".into());
+            let time_zone = text("time_zone")?;
             if several && spec.row_filter.is_none() {
                 return Err(bad("several policies, one without a row filter"));
             }
@@ -1148,7 +1176,7 @@ impl Policy {
                 &info,
                 &format!("#{}", position + 1),
                 &spec,
-                &time_zone,
+                time_zone.as_deref(),
                 None,
                 several,
             )?;
@@ -1307,7 +1335,7 @@ fn combined_row_version<'a>(xmins: impl Iterator<Item = &'a str>) -> String {
 struct StoredPolicy {
     name: String,
     spec: RuleSpec,
-    time_zone: String,
+    time_zone: Option<String>,
     batch_size: Option<i32>,
     enabled: bool,
     row_version: String,
@@ -1343,7 +1371,7 @@ fn read_stored(relid: pg_sys::Oid) -> GcResult<Vec<StoredPolicy>> {
                     strategy: row.get(14)?,
                     row_filter: row.get(19)?,
                 },
-                time_zone: row.get::<String>(9)?.unwrap_or_else(|| "UTC".into()),
+                time_zone: row.get::<String>(9)?,
                 batch_size: row.get(10)?,
                 row_version: row.get::<String>(15)?.unwrap_or_default(),
                 enabled: row.get::<bool>(16)?.unwrap_or(false),

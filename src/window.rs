@@ -1,6 +1,7 @@
 //! Purge windows: `session_gc.purge_window`, the times of day the background worker may purge
-//! ('02:00-05:00', several ranges separated by commas; empty: always), read in the zone of the
-//! worker's connection. Outside them the worker leaves every table alone and ends a run that a
+//! ('02:00-05:00', several ranges separated by commas; empty: always), read in the server's
+//! `log_timezone`: set only in postgresql.conf (a database's or role's own `TimeZone` would
+//! let its owner move the window into the DBA's peak hours). Outside them the worker leaves every table alone and ends a run that a
 //! closing window overtakes; `cleanup()` and `purge()` are never held back.
 
 use crate::error::GcResult;
@@ -63,14 +64,18 @@ pub fn contains(ranges: &[Range], minute: u16) -> bool {
         })
 }
 
-/// Whether the worker may purge now, by the clock of its connection's zone (the server's
-/// `timezone`, or the database's own where it sets one). Needs a transaction.
+/// Whether the worker may purge now, by the server's clock in `log_timezone`. Needs a
+/// transaction.
 pub fn open_now(ranges: &[Range]) -> GcResult<bool> {
     if ranges.is_empty() {
         return Ok(true);
     }
-    let now = sql::one::<String>("SELECT pg_catalog.to_char(LOCALTIME, 'HH24:MI')", &[])?
-        .unwrap_or_default();
+    let now = sql::one::<String>(
+        "SELECT pg_catalog.to_char(pg_catalog.timezone(pg_catalog.current_setting('log_timezone'),
+                                                        pg_catalog.now()), 'HH24:MI')",
+        &[],
+    )?
+    .unwrap_or_default();
     Ok(minute_of_day(&now).map_or(true, |minute| contains(ranges, minute)))
 }
 

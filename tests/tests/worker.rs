@@ -633,13 +633,18 @@ fn the_worker_purges_only_inside_its_window() {
     let cluster = Cluster::start("w_window", &[PRELOAD, "session_gc.interval = 1"]);
     let mut admin = cluster.connect("postgres");
     let db = cluster.fresh_db("w_window");
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} SET TimeZone = 'Pacific/Kiritimati'"
+        ))
+        .unwrap();
     let mut c = cluster.connect(&db);
-    // Ranges around the worker's clock now (its zone is the server's), five minutes from the
-    // edges: one that closed, one that is open.
+    // Ranges around the server's clock now (in log_timezone), five minutes from the edges: one
+    // that closed, one that is open. A database's own TimeZone does not move them.
     let now: i32 = scalar(
         &mut c,
         "SELECT (date_part('hour', x) * 60 + date_part('minute', x))::int4
-           FROM (SELECT (now() AT TIME ZONE (SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'))::time AS x) t",
+           FROM (SELECT timezone(current_setting('log_timezone'), now())::time AS x) t",
     );
     let at = |minute: i32| {
         let minute = minute.rem_euclid(24 * 60);
@@ -754,6 +759,37 @@ fn one_budget_holds_the_total_rate_of_every_database() {
         (RATE * 0.9..=RATE * 1.1).contains(&rate),
         "{rate:.0} rows/s in total against a budget of {RATE}: {runs:?}"
     );
+
+    // A batch cancelled mid-way gives back what it took: here 100,000 rows, 50 s of budget,
+    // which every purge of the server would otherwise wait for.
+    reload(&mut admin, &[("session_gc.enabled", "off")]);
+    let c = &mut clients[0];
+    c.batch_execute(
+        "CREATE TABLE slow (id bigserial PRIMARY KEY, expires timestamptz NOT NULL);
+         INSERT INTO slow (expires) SELECT now() - interval '1 hour' FROM generate_series(1, 50);
+         SELECT session_gc.register('slow', expires_column => 'expires', batch_size => 100000);
+         CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_catalog.pg_sleep(30); RETURN NULL; END $$;
+         CREATE TRIGGER slow AFTER DELETE ON slow FOR EACH STATEMENT EXECUTE FUNCTION slow();
+         SET statement_timeout = '1s';",
+    )
+    .unwrap();
+    let error = expect_error(c, "CALL session_gc.purge('slow')");
+    assert_eq!(error.code, "57014", "cancelled by the timeout: {error:?}");
+    c.batch_execute(
+        "RESET statement_timeout;
+         INSERT INTO sessions (expires) SELECT now() - interval '1 hour' FROM generate_series(1, 10);",
+    )
+    .unwrap();
+    let started = Instant::now();
+    c.batch_execute("CALL session_gc.purge('sessions')")
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the cancelled batch's rows came back to the budget: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(count(c, "sessions"), 5);
 }
 
 /// A statement-level AFTER DELETE trigger (here with a transition table, as audit and CDC
