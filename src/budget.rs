@@ -4,10 +4,10 @@
 //! exists only when the library is preloaded (without it, nothing is limited).
 //!
 //! A batch takes its batch size from the bucket before it runs, and gives back what it did not
-//! delete after (a Citus round that deleted more owes the rest). The bucket may go below zero
-//! by one batch: a batch waits only while it is below zero, for as long as the rate takes to
-//! fill it again, so the rows deleted never run ahead of the rate by more than the bucket's
-//! small burst and one batch per purging process.
+//! delete after (a Citus round that deleted more owes the rest; a cancelled or failed batch
+//! gives back all). The bucket may go below zero by one batch: a batch waits only while it is
+//! below zero, looking again at least every 100 ms, so the rows deleted never run ahead of the
+//! rate by more than the bucket's small burst and one batch per purging process.
 
 use crate::gucs;
 use pgrx::{pg_guard, pg_shmem_init, pg_sys, PGRXSharedMemory, PgLwLock};

@@ -34,6 +34,11 @@ struct Store {
 /// The placeholder a hint leaves for a zone only the app knows.
 const APP_ZONE_PLACEHOLDER: &str = ":'app_zone'";
 
+/// Auth.js's tables, sessions and verification tokens alike: the same adapters write both.
+const AUTHJS_ZONE: TimeColumn = TimeColumn::AppZone {
+    where_to_read_it: "'UTC' with the Prisma adapter (Prisma writes UTC); with the pg adapter or another node-postgres one, the Node.js process's zone",
+};
+
 /// Most specific first: a table matching several stores gets the first.
 const STORES: &[Store] = &[
     Store {
@@ -101,18 +106,14 @@ const STORES: &[Store] = &[
     Store {
         name: "Auth.js / NextAuth (pg or Prisma adapter)",
         columns: &["expires", "sessionToken", "userId"],
-        time_column: TimeColumn::AppZone {
-            where_to_read_it: "'UTC' with the Prisma adapter (Prisma writes UTC); with the pg adapter or another node-postgres one, the Node.js process's zone",
-        },
+        time_column: AUTHJS_ZONE,
         arguments: "expires_column => 'expires'",
         note: "Auth.js deletes an expired session only when it is presented.",
     },
     Store {
         name: "Auth.js / NextAuth verification tokens (pg or Prisma adapter)",
         columns: &["expires", "identifier", "token"],
-        time_column: TimeColumn::AppZone {
-            where_to_read_it: "'UTC' with the Prisma adapter (Prisma writes UTC); with the pg adapter or another node-postgres one, the Node.js process's zone",
-        },
+        time_column: AUTHJS_ZONE,
         arguments: "expires_column => 'expires'",
         note: "Auth.js deletes a verification token only when it is used.",
     },

@@ -145,10 +145,7 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
                 close(tx, run, RunStatus::Cancelled, None, &mut summary);
                 continue;
             }
-            if options
-                .deadline
-                .is_some_and(|deadline| Instant::now() >= deadline)
-            {
+            if past(options.deadline) {
                 close(tx, run, RunStatus::Partial, None, &mut summary);
                 continue;
             }
@@ -188,24 +185,13 @@ pub fn run(tx: &mut impl Transactions, options: &PassOptions) -> GcResult<PassSu
             }
             // Outside the caller's transaction only, like every wait.
             let reservation = if commits_alone {
-                match wait_for_budget(tx, run.batch_size, options.deadline) {
-                    Some(reservation) => reservation,
-                    // Stopping or out of time: the next turn closes the run.
-                    None => {
-                        still_active.push(run);
-                        continue;
-                    }
-                }
+                wait_for_budget(tx, run.batch_size, options.deadline)
             } else {
                 crate::budget::Reservation::none()
             };
             // A shutdown, a cancel or the deadline may have come during the waits: the next
             // turn ends the run (the reservation goes back unused).
-            if tx.stop_requested()
-                || options
-                    .deadline
-                    .is_some_and(|deadline| Instant::now() >= deadline)
-            {
+            if tx.stop_requested() || past(options.deadline) {
                 still_active.push(run);
                 continue;
             }
@@ -315,20 +301,25 @@ fn rest(tx: &mut impl Transactions, owed: Duration, deadline: Option<Instant>, s
     tx.sleep(owed);
 }
 
+/// Whether the run's deadline, if it has one, has come.
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|deadline| Instant::now() >= deadline)
+}
+
 /// Takes the coming batch's rows from the server's budget (`session_gc.max_rows_per_second`),
-/// resting while it is spent. Returns what was taken; None when the pass must stop or the run's
-/// deadline came first.
+/// resting while it is spent. Returns what was taken; nothing when the pass must stop or the
+/// run's deadline came first (the caller looks at both before the batch).
 fn wait_for_budget(
     tx: &mut impl Transactions,
     batch_size: i64,
     deadline: Option<Instant>,
-) -> Option<crate::budget::Reservation> {
+) -> crate::budget::Reservation {
     loop {
         match crate::budget::take(batch_size) {
-            crate::budget::Turn::Go(reservation) => return Some(reservation),
+            crate::budget::Turn::Go(reservation) => return reservation,
             crate::budget::Turn::Wait(wait) => {
-                if tx.stop_requested() || deadline.is_some_and(|d| Instant::now() >= d) {
-                    return None;
+                if tx.stop_requested() || past(deadline) {
+                    return crate::budget::Reservation::none();
                 }
                 rest(tx, wait, deadline, "session_gc.max_rows_per_second");
             }

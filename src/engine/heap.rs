@@ -116,15 +116,20 @@ impl HeapWalk {
         if expected_rows < HEAP_WALK_SHARE * table_rows || expected_rows < 1.0 {
             return Ok(None);
         }
+        Self::between(policy, "(0,0)".into(), format!("({blocks},0)")).map(Some)
+    }
+
+    /// The walk of `policy`'s table from after the ctid `after` to before `end`.
+    fn between(policy: &Policy, after: String, end: String) -> GcResult<Self> {
         let (range_delete, skip_delete) = statements(policy);
-        Ok(Some(HeapWalk {
+        Ok(HeapWalk {
             range_delete,
             skip_delete,
-            after: "(0,0)".into(),
-            end: format!("({blocks},0)"),
+            after,
+            end,
             done: false,
             whole_statements: has_after_statement_delete_triggers(policy)?,
-        }))
+        })
     }
 
     pub fn is_done(&self) -> bool {
@@ -141,15 +146,7 @@ impl HeapWalk {
                 )));
             }
         }
-        let (range_delete, skip_delete) = statements(policy);
-        Ok(HeapWalk {
-            range_delete,
-            skip_delete,
-            after,
-            end,
-            done: false,
-            whole_statements: has_after_statement_delete_triggers(policy)?,
-        })
+        Self::between(policy, after, end)
     }
 
     /// Where the walk stands: the ctid the next batch starts after, the one it ends before.

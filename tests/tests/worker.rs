@@ -148,16 +148,7 @@ fn databases_are_purged_independently_and_the_filter_applies_on_reload() {
         count(&mut ca, "sessions_a") == 5
     });
     // Two more passes in a, and b (not in session_gc.databases) is still untouched.
-    let passes: i64 = scalar(
-        &mut ca,
-        "SELECT coalesce(max(passes), 0) FROM session_gc.worker_state",
-    );
-    wait_until("two more passes in a", DEADLINE, || {
-        scalar::<i64>(
-            &mut ca,
-            "SELECT coalesce(max(passes), 0) FROM session_gc.worker_state",
-        ) >= passes + 2
-    });
+    wait_for_two_passes(&mut ca);
     assert_eq!(count(&mut cb, "sessions_b"), 707);
     reload(&mut admin, &[("session_gc.databases", "")]);
     wait_until("database b is purged after the reload", DEADLINE, || {
@@ -1098,6 +1089,14 @@ fn purges_wait_for_a_standby_that_is_behind() {
             .unwrap_or(false)
     });
     pause_replay(&mut s);
+    // A standby that has not reported a replay position yet is not counted (a base backup's
+    // walsender never does): the worker must start once this one has, or it may purge freely
+    // until the first report comes.
+    wait_until(
+        "the standby has reported its replay position",
+        DEADLINE,
+        || count(&mut p, "pg_stat_replication WHERE replay_lsn IS NOT NULL") == 1,
+    );
     reload(&mut p, &[("session_gc.enabled", "on")]);
     wait_until("the worker waits for the standby", DEADLINE, || {
         worker_waits_for_a_standby(&mut p)
